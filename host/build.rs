@@ -1,0 +1,88 @@
+//! Builds the GPU kernels (`kernels-gpu/`) into PTX modules and places them in `OUT_DIR`,
+//! where `src/module.rs` embeds them.
+//!
+//! Each target architecture is one release build of `flashomni-kernels` for
+//! `nvptx64-nvidia-cuda` with `-Zbuild-std=core`, linked by `tools/nvptx-link.sh`. The builds
+//! share a target directory beside the workspace's, so they are incremental. Set
+//! `FLASHOMNI_PTX_DIR` to a folder holding prebuilt `flashomni_sm80.ptx` and
+//! `flashomni_sm90a.ptx` to skip the kernel build.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (file stem, `-C target-cpu`, extra target features) of every module we embed.
+const MODULES: &[(&str, &str, &str)] = &[("sm80", "sm_80", "+ptx75"), ("sm90a", "sm_90a", "+ptx80")];
+
+fn main() {
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    println!("cargo::rerun-if-env-changed=FLASHOMNI_PTX_DIR");
+    if let Some(prebuilt) = env::var_os("FLASHOMNI_PTX_DIR") {
+        for (stem, _, _) in MODULES {
+            let source = Path::new(&prebuilt).join(format!("flashomni_{stem}.ptx"));
+            println!("cargo::rerun-if-changed={}", source.display());
+            if let Err(err) = fs::copy(&source, out_dir.join(format!("flashomni_{stem}.ptx"))) {
+                panic!("FLASHOMNI_PTX_DIR: cannot copy {}: {err}", source.display());
+            }
+        }
+        return;
+    }
+
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let workspace = manifest_dir.parent().expect("host/ lives in the workspace root");
+    for watched in ["kernels-gpu/src", "kernels-gpu/Cargo.toml", "symbols/src", "symbols/Cargo.toml", "tools/nvptx-link.sh"] {
+        println!("cargo::rerun-if-changed={}", workspace.join(watched).display());
+    }
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("nvptx-kernels");
+    for (stem, cpu, features) in MODULES {
+        let ptx = build_module(workspace, &target_dir.join(stem), cpu, features);
+        fs::copy(&ptx, out_dir.join(format!("flashomni_{stem}.ptx")))
+            .unwrap_or_else(|err| panic!("cannot copy {}: {err}", ptx.display()));
+    }
+}
+
+/// Runs one kernel build and returns the path of the PTX it wrote.
+fn build_module(workspace: &Path, target_dir: &Path, cpu: &str, features: &str) -> PathBuf {
+    let linker = workspace.join("tools/nvptx-link.sh");
+    let rustflags = [
+        format!("-Ctarget-cpu={cpu}"),
+        format!("-Ctarget-feature={features}"),
+        format!("-Clinker={}", linker.display()),
+        // Aligned barriers must not be duplicated into divergent paths (rust-lang/rust#137086).
+        "-Zmir-enable-passes=-JumpThreading".to_owned(),
+        // Fully unroll the fragment loops so accumulator arrays stay in registers.
+        "-Cllvm-args=-unroll-threshold=2000".to_owned(),
+    ]
+    .join("\x1f");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace)
+        .args(["build", "--release", "--package", "flashomni-kernels", "--lib"])
+        .args(["--target", "nvptx64-nvidia-cuda", "-Zbuild-std=core"])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+        .env("NVPTX_TMP", target_dir.join("link-tmp"));
+    // The outer cargo's wrappers and flags are for host code, not for the device build.
+    for var in [
+        "RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CLIPPY_ARGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        command.env_remove(var);
+    }
+    let status = command.status().unwrap_or_else(|err| panic!("cannot run cargo for the kernels: {err}"));
+    if !status.success() {
+        panic!("building the GPU kernels for {cpu} failed ({status}); see the output above");
+    }
+    target_dir.join("nvptx64-nvidia-cuda/release/flashomni_kernels.ptx")
+}

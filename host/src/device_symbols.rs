@@ -1,0 +1,76 @@
+//! Sparse symbols uploaded to the device, ready for the kernels.
+
+use flashomni_symbols::{RequestShape, SymbolsView};
+
+use crate::error::Result;
+use crate::memory::DeviceArray;
+
+/// Packed S_c and S_s with their byte-offset indptrs, in device memory.
+///
+/// Built from a validated [`SymbolsView`], so the kernels can trust every segment length.
+/// The geometry it was built for is kept, and each launch checks it against its own shape.
+pub struct DeviceSymbols {
+    pub(crate) caching: DeviceArray<u8>,
+    pub(crate) caching_indptr: DeviceArray<u32>,
+    pub(crate) skip: DeviceArray<u8>,
+    pub(crate) skip_indptr: DeviceArray<u32>,
+    pub(crate) heads: u32,
+    pub(crate) block_q: u32,
+    pub(crate) block_kv: u32,
+    pub(crate) requests: Vec<RequestShape>,
+}
+
+impl DeviceSymbols {
+    /// Uploads the buffers of a validated view.
+    pub fn upload(view: &SymbolsView<'_>) -> Result<Self> {
+        let geometry = view.geometry();
+        Ok(Self {
+            caching: DeviceArray::from_host(view.caching())?,
+            caching_indptr: DeviceArray::from_host(view.caching_indptr())?,
+            skip: DeviceArray::from_host(view.skip())?,
+            skip_indptr: DeviceArray::from_host(view.skip_indptr())?,
+            heads: geometry.heads(),
+            block_q: geometry.block_q(),
+            block_kv: geometry.block_kv(),
+            requests: geometry.requests().to_vec(),
+        })
+    }
+
+    /// Replaces the symbol bits with those of `view`, which must have the same geometry
+    /// (the dispatch-step path: new bits, same buffers, no reallocation).
+    pub fn update(&mut self, view: &SymbolsView<'_>) -> Result<()> {
+        let geometry = view.geometry();
+        if geometry.heads() != self.heads
+            || geometry.block_q() != self.block_q
+            || geometry.block_kv() != self.block_kv
+            || geometry.requests() != self.requests.as_slice()
+        {
+            return Err(crate::Error::InvalidShape(
+                "symbol update has a different geometry than the uploaded symbols".into(),
+            ));
+        }
+        self.caching.upload(view.caching())?;
+        self.skip.upload(view.skip())?;
+        Ok(())
+    }
+
+    /// Heads the symbols were built for.
+    pub fn heads(&self) -> u32 {
+        self.heads
+    }
+
+    /// Query block size in tokens.
+    pub fn block_q(&self) -> u32 {
+        self.block_q
+    }
+
+    /// Key/value block size in tokens.
+    pub fn block_kv(&self) -> u32 {
+        self.block_kv
+    }
+
+    /// The (query length, key length) of every request.
+    pub fn requests(&self) -> &[RequestShape] {
+        &self.requests
+    }
+}

@@ -1,0 +1,132 @@
+//! [`Engine`]: the device, its primary context, the loaded kernel module and a stream.
+
+use cust::context::{Context, CurrentContext};
+use cust::device::{Device, DeviceAttribute};
+use cust::module::Module;
+use cust::stream::{Stream, StreamFlags};
+use cust::sys::{CUfunction, CUfunction_attribute};
+use flashomni_kernels::abi::{self, KERNELS};
+
+use crate::error::{CudaContext, Error, Result};
+use crate::launch::check;
+use crate::module::Arch;
+
+/// Kernel handles resolved once at load time, in the order of [`abi::KERNELS`].
+struct Functions(Vec<CUfunction>);
+
+// SAFETY: CUfunction handles are immutable driver objects usable from any thread once the
+// owning context is current; we never mutate them after loading.
+unsafe impl Send for Functions {}
+// SAFETY: as above.
+unsafe impl Sync for Functions {}
+
+/// Owns everything a FlashOmni call needs on one device.
+///
+/// The engine retains the device's **primary** context, the one the CUDA runtime and other
+/// Rust CUDA stacks (cudarc, candle) use, so device pointers can be shared with them. The
+/// kernel module is loaded once, and every entry is resolved and configured up front.
+pub struct Engine {
+    // Field order matters: the stream and module go before the context they live in.
+    stream: Stream,
+    functions: Functions,
+    /// Owns the code the function handles point into.
+    _module: Module,
+    context: Context,
+    device: Device,
+    arch: Arch,
+    multiprocessors: u32,
+}
+
+impl Engine {
+    /// Initialises the driver, retains the primary context of device `ordinal`, makes it
+    /// current on this thread and loads the kernel module for the device.
+    pub fn new(ordinal: u32) -> Result<Self> {
+        cust::init(cust::CudaFlags::empty()).map_err(|err| Error::NoDevice(format!("cuInit failed: {err}")))?;
+        let count = Device::num_devices().during("counting devices")?;
+        if ordinal >= count {
+            return Err(Error::NoDevice(format!("device {ordinal} requested, {count} present")));
+        }
+        let device = Device::get_device(ordinal).during("opening the device")?;
+        let major = device.get_attribute(DeviceAttribute::ComputeCapabilityMajor).during("reading the device")?;
+        let minor = device.get_attribute(DeviceAttribute::ComputeCapabilityMinor).during("reading the device")?;
+        let arch = Arch::for_compute_capability(major, minor).ok_or(Error::UnsupportedDevice { major, minor })?;
+        let multiprocessors =
+            device.get_attribute(DeviceAttribute::MultiprocessorCount).during("reading the device")? as u32;
+        let context = Context::new(device).during("retaining the primary context")?;
+        CurrentContext::set_current(&context).during("making the primary context current")?;
+        let module = Module::from_ptx(arch.ptx(), &[]).during("loading the kernel module")?;
+        let mut functions = Vec::with_capacity(KERNELS.len());
+        for kernel in KERNELS {
+            let function = module.get_function(kernel.name).during("resolving a kernel entry")?.to_raw();
+            functions.push(function);
+        }
+        let stream = Stream::new(StreamFlags::NON_BLOCKING, None).during("creating a stream")?;
+        let engine = Self { stream, functions: Functions(functions), _module: module, context, device, arch, multiprocessors };
+        engine.configure_shared_memory()?;
+        Ok(engine)
+    }
+
+    /// Raises each attention entry's dynamic shared-memory limit to what it uses.
+    fn configure_shared_memory(&self) -> Result<()> {
+        for element in [abi::ElementKind::Bf16, abi::ElementKind::F16] {
+            for head_dim in [64, 128] {
+                let name = abi::attention_entry(element, head_dim).expect("built for these head dims");
+                let bytes = abi::attention_shared_bytes(head_dim) as i32;
+                // SAFETY: a live function of this context; the attribute takes a byte count.
+                let status = unsafe {
+                    cust::sys::cuFuncSetAttribute(
+                        self.function(name)?,
+                        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        bytes,
+                    )
+                };
+                check(status, "raising a kernel's shared-memory limit")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The resolved handle of entry `name`.
+    pub(crate) fn function(&self, name: &str) -> Result<CUfunction> {
+        KERNELS
+            .iter()
+            .position(|kernel| kernel.name == name)
+            .map(|index| self.functions.0[index])
+            .ok_or_else(|| Error::Unsupported(format!("no kernel entry named {name}")))
+    }
+
+    /// Makes this engine's context current on the calling thread (done by every launch).
+    pub fn make_current(&self) -> Result<()> {
+        CurrentContext::set_current(&self.context).during("making the primary context current")
+    }
+
+    /// The engine's own stream; operations take a stream argument, this is a convenient one.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// The device.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Which embedded module was loaded.
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// Number of streaming multiprocessors.
+    pub fn multiprocessors(&self) -> u32 {
+        self.multiprocessors
+    }
+
+    /// The device's name as the driver reports it.
+    pub fn device_name(&self) -> Result<String> {
+        self.device.name().during("reading the device name")
+    }
+
+    /// Blocks until all work on the engine's stream has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().during("synchronizing the stream")
+    }
+}

@@ -1,0 +1,173 @@
+//! Device memory: an owned typed array, and borrowed views that kernels read and write.
+//!
+//! Kernels take [`DeviceView`] (read) and [`DeviceViewMut`] (write) arguments. They borrow a
+//! [`DeviceArray`] or, through `from_raw_parts`, memory owned by another CUDA stack that shares
+//! the device's primary context (cudarc, candle, a framework allocator).
+
+use core::marker::PhantomData;
+use core::mem::size_of;
+
+use cust::memory::{CopyDestination, DeviceBuffer};
+
+use crate::element::Plain;
+use crate::error::{CudaContext, Result};
+
+/// Views a plain slice as bytes.
+fn as_bytes<T: Plain>(values: &[T]) -> &[u8] {
+    // SAFETY: `Plain` types have no padding and every byte is initialised; u8 has alignment 1.
+    unsafe { core::slice::from_raw_parts(values.as_ptr().cast::<u8>(), size_of_val(values)) }
+}
+
+/// Views a plain slice as mutable bytes.
+fn as_bytes_mut<T: Plain>(values: &mut [T]) -> &mut [u8] {
+    // SAFETY: as in `as_bytes`; in addition any byte pattern is a valid `Plain` value.
+    unsafe { core::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), size_of_val(values)) }
+}
+
+/// An owned array of `T` in device memory (allocated in the current context).
+pub struct DeviceArray<T: Plain> {
+    bytes: DeviceBuffer<u8>,
+    len: usize,
+    _element: PhantomData<T>,
+}
+
+impl<T: Plain> DeviceArray<T> {
+    /// Allocates `len` elements with unspecified contents.
+    pub fn uninitialized(len: usize) -> Result<Self> {
+        // The driver rejects zero-sized allocations; keep one byte so views stay valid.
+        let bytes = (len * size_of::<T>()).max(1);
+        // SAFETY: `Plain` values accept any bit pattern, so uninitialised memory is no hazard
+        // beyond unspecified contents, which this constructor documents.
+        let buffer = unsafe { DeviceBuffer::uninitialized(bytes) }.during("allocating device memory")?;
+        Ok(Self { bytes: buffer, len, _element: PhantomData })
+    }
+
+    /// Allocates and uploads `values`.
+    pub fn from_host(values: &[T]) -> Result<Self> {
+        let mut array = Self::uninitialized(values.len())?;
+        array.upload(values)?;
+        Ok(array)
+    }
+
+    /// Overwrites the array with `values` (same length).
+    pub fn upload(&mut self, values: &[T]) -> Result<()> {
+        if values.len() != self.len {
+            return Err(crate::Error::InvalidShape(format!(
+                "upload of {} elements into a device array of {}",
+                values.len(),
+                self.len
+            )));
+        }
+        if self.len > 0 {
+            self.bytes.index(..size_of_val(values)).copy_from(as_bytes(values)).during("copying to the device")?;
+        }
+        Ok(())
+    }
+
+    /// Downloads the whole array.
+    pub fn to_host(&self) -> Result<Vec<T>> {
+        let mut values = vec![T::default(); self.len];
+        if self.len > 0 {
+            let byte_len = size_of_val(values.as_slice());
+            self.bytes.index(..byte_len).copy_to(as_bytes_mut(&mut values)).during("copying from the device")?;
+        }
+        Ok(values)
+    }
+
+    /// Sets every byte to `byte` (for example to poison an output before a launch).
+    pub fn fill_bytes(&mut self, byte: u8) -> Result<()> {
+        let address = self.bytes.as_device_ptr().as_raw();
+        // SAFETY: the range lies inside this allocation.
+        let status = unsafe { cust::sys::cuMemsetD8_v2(address, byte, self.len * size_of::<T>()) };
+        crate::launch::check(status, "filling device memory")
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A read view of the whole array.
+    pub fn view(&self) -> DeviceView<'_, T> {
+        DeviceView { address: self.bytes.as_device_ptr().as_raw(), len: self.len, _borrow: PhantomData }
+    }
+
+    /// A write view of the whole array.
+    pub fn view_mut(&mut self) -> DeviceViewMut<'_, T> {
+        DeviceViewMut { address: self.bytes.as_device_ptr().as_raw(), len: self.len, _borrow: PhantomData }
+    }
+}
+
+/// A borrowed, read-only range of `T` in device memory.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceView<'a, T> {
+    address: u64,
+    len: usize,
+    _borrow: PhantomData<&'a [T]>,
+}
+
+impl<T: Plain> DeviceView<'_, T> {
+    /// Views `len` elements at device address `address`.
+    ///
+    /// # Safety
+    /// The range must be device memory of the current context holding `len` initialised
+    /// elements, aligned for `T`, and must stay valid and unwritten by others while the view
+    /// and any launch using it are alive.
+    pub unsafe fn from_raw_parts(address: u64, len: usize) -> Self {
+        Self { address, len, _borrow: PhantomData }
+    }
+
+    /// Device address of the first element.
+    pub fn address(&self) -> u64 {
+        self.address
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the view has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A borrowed, writable range of `T` in device memory.
+#[derive(Debug)]
+pub struct DeviceViewMut<'a, T> {
+    address: u64,
+    len: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+impl<T: Plain> DeviceViewMut<'_, T> {
+    /// Views `len` writable elements at device address `address`.
+    ///
+    /// # Safety
+    /// As for [`DeviceView::from_raw_parts`], and no other view may alias the range while this
+    /// one or a launch writing through it is alive.
+    pub unsafe fn from_raw_parts(address: u64, len: usize) -> Self {
+        Self { address, len, _borrow: PhantomData }
+    }
+
+    /// Device address of the first element.
+    pub fn address(&self) -> u64 {
+        self.address
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the view has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}

@@ -1,0 +1,41 @@
+//! The PTX modules built from `kernels-gpu/` and embedded at compile time (see `build.rs`).
+
+/// A compiled flavour of the kernel module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Arch {
+    /// Portable module for sm_80 and newer (`mma.sync`, `cp.async`); the driver compiles it
+    /// for the device at load time.
+    Sm80,
+    /// Hopper module (sm_90a features enabled); loaded on compute capability 9.0 only.
+    Sm90a,
+}
+
+impl Arch {
+    /// Every embedded module.
+    pub const ALL: [Arch; 2] = [Arch::Sm80, Arch::Sm90a];
+
+    /// The module to load on a device of compute capability `major.minor`, if any.
+    pub fn for_compute_capability(major: i32, minor: i32) -> Option<Arch> {
+        match (major, minor) {
+            (9, 0) => Some(Arch::Sm90a),
+            (major, _) if major >= 8 => Some(Arch::Sm80),
+            _ => None,
+        }
+    }
+
+    /// The target name ptxas knows the module by (`sm_80`, `sm_90a`).
+    pub fn target(self) -> &'static str {
+        match self {
+            Arch::Sm80 => "sm_80",
+            Arch::Sm90a => "sm_90a",
+        }
+    }
+
+    /// The module's PTX text.
+    pub fn ptx(self) -> &'static str {
+        match self {
+            Arch::Sm80 => include_str!(concat!(env!("OUT_DIR"), "/flashomni_sm80.ptx")),
+            Arch::Sm90a => include_str!(concat!(env!("OUT_DIR"), "/flashomni_sm90a.ptx")),
+        }
+    }
+}

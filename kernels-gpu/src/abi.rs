@@ -1,0 +1,118 @@
+//! The launch ABI shared by the host crate and the device entries.
+//!
+//! Every kernel takes exactly one parameter: a `#[repr(C)]` struct passed by value. rustc lowers
+//! it to `.param .align A .b8 <entry>_param_0[size]`; the host passes a pointer to an identical
+//! struct to `cuLaunchKernel`. Device pointers are carried as `u64` so that the struct has the
+//! same layout and meaning on both sides. [`KERNELS`] lists every entry with its parameter size;
+//! a host test checks it against the PTX the build produced.
+
+/// Rows of queries one attention CTA owns (4 warps of 16 rows).
+pub const ATTENTION_TILE_Q: u32 = 64;
+/// Keys and values per attention main-loop iteration.
+pub const ATTENTION_TILE_KV: u32 = 64;
+/// Threads per attention CTA.
+pub const ATTENTION_THREADS: u32 = 128;
+
+/// Element types the kernels are instantiated for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ElementKind {
+    /// bfloat16 storage, f32 accumulation.
+    Bf16,
+    /// IEEE half storage, f32 accumulation.
+    F16,
+}
+
+/// Parameters of one block-sparse attention launch.
+///
+/// The grid is `(work_items, heads, 1)`: CTA `(w, h)` computes rows
+/// `[tile * ATTENTION_TILE_Q, +ATTENTION_TILE_Q)` of request `req` for head `h`, where
+/// `(req, tile) = (work[2w], work[2w + 1])`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AttentionParams {
+    /// Queries, `[total_q, heads, head_dim]` addressed through the q strides.
+    pub q: u64,
+    /// Keys, addressed through the k strides (token-major or head-major).
+    pub k: u64,
+    /// Values, addressed through the v strides.
+    pub v: u64,
+    /// Output, same element type as `q`, addressed through the o strides.
+    pub o: u64,
+    /// Optional f32 `[total_q, heads]` base-2 log-sum-exp output; 0 for none.
+    pub lse: u64,
+    /// `u32[batch + 1]` query token offsets.
+    pub qo_indptr: u64,
+    /// `u32[batch + 1]` key/value token offsets.
+    pub kv_indptr: u64,
+    /// `u32[2 * work_items]` (request, q tile) pairs.
+    pub work: u64,
+    /// Packed S_c bytes; 0 means "compute every block" (dense mode).
+    pub caching: u64,
+    /// `u32[batch + 1]` byte offsets of each request's S_c segment.
+    pub caching_indptr: u64,
+    /// Packed S_s bytes; 0 means "attend to every KV block".
+    pub skip: u64,
+    /// `u32[batch + 1]` byte offsets of each request's S_s segment.
+    pub skip_indptr: u64,
+    /// Element stride between consecutive query tokens.
+    pub q_stride_token: u32,
+    /// Element stride between consecutive query heads.
+    pub q_stride_head: u32,
+    /// Element stride between consecutive key tokens.
+    pub k_stride_token: u32,
+    /// Element stride between consecutive key heads.
+    pub k_stride_head: u32,
+    /// Element stride between consecutive value tokens.
+    pub v_stride_token: u32,
+    /// Element stride between consecutive value heads.
+    pub v_stride_head: u32,
+    /// Element stride between consecutive output tokens.
+    pub o_stride_token: u32,
+    /// Element stride between consecutive output heads.
+    pub o_stride_head: u32,
+    /// Number of heads (query and key/value heads are equal).
+    pub heads: u32,
+    /// Query symbol block size in tokens (a multiple of [`ATTENTION_TILE_Q`]).
+    pub block_q: u32,
+    /// Key/value symbol block size in tokens (a multiple of [`ATTENTION_TILE_KV`]).
+    pub block_kv: u32,
+    /// `sm_scale * log2(e)`: logits are scaled into the base-2 domain once.
+    pub scale_log2: f32,
+}
+
+/// One kernel entry of the PTX module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelAbi {
+    /// The `.entry` name in the PTX.
+    pub name: &'static str,
+    /// Size in bytes of the single by-value parameter.
+    pub param_size: usize,
+}
+
+/// The attention entry for an element type and head dimension, if one is built.
+pub const fn attention_entry(element: ElementKind, head_dim: u32) -> Option<&'static str> {
+    match (element, head_dim) {
+        (ElementKind::Bf16, 64) => Some("flashomni_attention_bf16_d64"),
+        (ElementKind::Bf16, 128) => Some("flashomni_attention_bf16_d128"),
+        (ElementKind::F16, 64) => Some("flashomni_attention_f16_d64"),
+        (ElementKind::F16, 128) => Some("flashomni_attention_f16_d128"),
+        _ => None,
+    }
+}
+
+/// Dynamic shared memory an attention CTA needs for a head dimension: one Q tile plus two
+/// stages of K and V tiles, 16-bit elements.
+pub const fn attention_shared_bytes(head_dim: u32) -> u32 {
+    let row_bytes = head_dim * 2;
+    ATTENTION_TILE_Q * row_bytes + 2 * 2 * ATTENTION_TILE_KV * row_bytes
+}
+
+const ATTENTION_PARAMS: usize = core::mem::size_of::<AttentionParams>();
+
+/// Every entry the PTX module must contain, with its parameter size.
+pub const KERNELS: &[KernelAbi] = &[
+    KernelAbi { name: "flashomni_attention_bf16_d64", param_size: ATTENTION_PARAMS },
+    KernelAbi { name: "flashomni_attention_bf16_d128", param_size: ATTENTION_PARAMS },
+    KernelAbi { name: "flashomni_attention_f16_d64", param_size: ATTENTION_PARAMS },
+    KernelAbi { name: "flashomni_attention_f16_d128", param_size: ATTENTION_PARAMS },
+];

@@ -1,0 +1,345 @@
+//! Block-sparse attention obeying FlashOmni's symbols, on `mma.sync` tensor cores.
+//!
+//! One CTA (4 warps) computes `ATTENTION_TILE_Q` = 64 query rows of one request and one head;
+//! each warp owns 16 rows and keeps its Q fragments and its O accumulator in registers.
+//! - S_c = 0 for the CTA's query block: the CTA returns before any load or store.
+//! - The key/value loop walks 64-token tiles of kept KV blocks only: a dropped block is never
+//!   loaded nor multiplied. The next kept tile is fetched with `cp.async` into the other of two
+//!   shared-memory stages while the current one is being used.
+//! - Softmax is online in f32, in the base-2 domain (`scale_log2` folds `sm_scale · log2 e`).
+//! - O is normalised, rounded, staged through the warp's own Q rows in shared memory and
+//!   written with 16-byte stores. Rows with no kept key get 0 (LSE −∞).
+
+use core::num::NonZeroU32;
+
+use flashomni_symbols::{blocks, caching_index, skip_index};
+
+use super::element::{Bf16, F16, MmaElement};
+use super::ptx::{
+    block_index_x, block_index_y, cp_async_commit, cp_async_wait, exp2, ld_shared_v4,
+    ldmatrix_x4, ldmatrix_x4_trans, log2, shared_base, shfl_xor, st_global_v4, st_shared_b32,
+    sync_threads, sync_warp, thread_index,
+};
+use super::tile::Tile;
+use crate::abi::{ATTENTION_THREADS, ATTENTION_TILE_KV, ATTENTION_TILE_Q, AttentionParams};
+
+/// Bytes per element of every instantiated type.
+const ELEMENT_BYTES: u64 = 2;
+/// Key/value tokens per tile, as 8-wide n-tiles of the S accumulator.
+const KV_NTILES: usize = ATTENTION_TILE_KV as usize / 8;
+
+/// A divisor the host guarantees to be nonzero, as a type whose division cannot panic.
+#[inline(always)]
+fn nonzero(divisor: u32) -> NonZeroU32 {
+    NonZeroU32::new(divisor).unwrap_or(NonZeroU32::MIN)
+}
+
+/// Reads bit `index` of a packed LSB-first symbol segment.
+///
+/// # Safety
+/// `segment` must hold at least `index / 8 + 1` readable bytes.
+#[inline(always)]
+unsafe fn symbol_bit(segment: *const u8, index: u32) -> bool {
+    // SAFETY: guaranteed by the caller.
+    unsafe { (*segment.add((index / 8) as usize) >> (index % 8)) & 1 != 0 }
+}
+
+/// The S_s row of one (query block, head): which 64-token KV tiles to visit.
+struct KvWalk {
+    /// Start of the request's S_s segment, or null in dense mode.
+    segment: *const u8,
+    /// Logical index of KV block 0 of this row.
+    row_base: u32,
+    block_kv: NonZeroU32,
+    tiles: u32,
+}
+
+impl KvWalk {
+    /// First kept tile at or after `tile`; `self.tiles` when there is none. Whole dropped
+    /// blocks are skipped at once, so a dropped block costs one bit test.
+    #[inline(always)]
+    fn next_kept(&self, mut tile: u32) -> u32 {
+        if self.segment.is_null() {
+            return tile.min(self.tiles);
+        }
+        while tile < self.tiles {
+            let block = tile * ATTENTION_TILE_KV / self.block_kv;
+            // SAFETY: the host validated the segment length against nq·H·nk bits.
+            if unsafe { symbol_bit(self.segment, self.row_base + block) } {
+                return tile;
+            }
+            tile = (block + 1) * self.block_kv.get() / ATTENTION_TILE_KV;
+        }
+        self.tiles
+    }
+}
+
+/// Running softmax statistics of the two rows (g and g+8) a lane holds, base-2 domain.
+struct RowStats {
+    max: [f32; 2],
+    /// This lane's partial sum; the quad's sum is formed once in the epilogue.
+    sum: [f32; 2],
+}
+
+/// Computes CTA `(work item, head)` of a block-sparse attention launch.
+///
+/// `DT` = head_dim / 8 (n-tiles of the O accumulator), `DK` = head_dim / 16 (k-steps of Q·Kᵀ).
+///
+/// # Safety
+/// `params` must describe buffers validated by the host launcher (sizes, strides, 16-byte
+/// alignment, symbol segment lengths), and the launch must use `ATTENTION_THREADS` threads and
+/// `attention_shared_bytes(head_dim)` bytes of dynamic shared memory.
+#[inline(always)]
+unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &AttentionParams) {
+    let p = params;
+    let tid = thread_index();
+    let lane = tid % 32;
+    let warp = tid / 32;
+    let work = block_index_x() as usize;
+    let head = block_index_y();
+
+    // SAFETY (all raw reads below): the host sized `work`, the indptrs and the symbol
+    // segments for this grid and validated them before the launch.
+    let work_items = p.work as *const u32;
+    let (request, tile_q) = unsafe { (*work_items.add(2 * work), *work_items.add(2 * work + 1)) };
+    let qo_indptr = p.qo_indptr as *const u32;
+    let kv_indptr = p.kv_indptr as *const u32;
+    let r = request as usize;
+    let (q_start, q_end) = unsafe { (*qo_indptr.add(r), *qo_indptr.add(r + 1)) };
+    let (kv_start, kv_end) = unsafe { (*kv_indptr.add(r), *kv_indptr.add(r + 1)) };
+    let (q_len, kv_len) = (q_end - q_start, kv_end - kv_start);
+    let row0 = tile_q * ATTENTION_TILE_Q;
+    let q_block = row0 / nonzero(p.block_q);
+
+    if p.caching != 0 {
+        let segment = unsafe { (p.caching as *const u8).add(*(p.caching_indptr as *const u32).add(r) as usize) };
+        if !unsafe { symbol_bit(segment, caching_index(q_block, head, p.heads)) } {
+            return; // cached: this block keeps whatever the output buffer holds
+        }
+    }
+    let walk = KvWalk {
+        segment: if p.skip == 0 {
+            core::ptr::null()
+        } else {
+            unsafe { (p.skip as *const u8).add(*(p.skip_indptr as *const u32).add(r) as usize) }
+        },
+        row_base: skip_index(q_block, head, 0, p.heads, blocks(kv_len, p.block_kv)),
+        block_kv: nonzero(p.block_kv),
+        tiles: blocks(kv_len, ATTENTION_TILE_KV),
+    };
+
+    // Shared memory: the Q tile, then two K stages, then two V stages.
+    let chunks = DT as u32;
+    let q_tile = Tile::at(shared_base(), ATTENTION_TILE_Q, chunks);
+    let stage_bytes = Tile::at(0, ATTENTION_TILE_KV, chunks).bytes();
+    let k_tile = |stage: u32| Tile::at(q_tile.end() + stage * stage_bytes, ATTENTION_TILE_KV, chunks);
+    let v_tile = |stage: u32| Tile::at(q_tile.end() + (2 + stage) * stage_bytes, ATTENTION_TILE_KV, chunks);
+
+    let q_rows = (q_start + row0) as u64;
+    let q_global = unsafe {
+        (p.q as *const u8).add(((q_rows * p.q_stride_token as u64 + head as u64 * p.q_stride_head as u64) * ELEMENT_BYTES) as usize)
+    };
+    let k_head = unsafe { (p.k as *const u8).add((head as u64 * p.k_stride_head as u64 * ELEMENT_BYTES) as usize) };
+    let v_head = unsafe { (p.v as *const u8).add((head as u64 * p.v_stride_head as u64 * ELEMENT_BYTES) as usize) };
+    let k_row_bytes = p.k_stride_token as u64 * ELEMENT_BYTES;
+    let v_row_bytes = p.v_stride_token as u64 * ELEMENT_BYTES;
+    // Issues the copies of KV tile `tile` into stage `stage`.
+    let load_kv = |tile: u32, stage: u32| {
+        let first = (kv_start + tile * ATTENTION_TILE_KV) as u64;
+        let valid = kv_len - tile * ATTENTION_TILE_KV;
+        // SAFETY: rows below `valid` are tokens of this request; the rest are zero-filled.
+        unsafe {
+            k_tile(stage).load_async::<ATTENTION_THREADS>(k_head.add((first * k_row_bytes) as usize), k_row_bytes, valid);
+            v_tile(stage).load_async::<ATTENTION_THREADS>(v_head.add((first * v_row_bytes) as usize), v_row_bytes, valid);
+        }
+    };
+
+    // SAFETY: rows below `q_len - row0` are this request's queries; the rest are zero-filled.
+    unsafe { q_tile.load_async::<ATTENTION_THREADS>(q_global, p.q_stride_token as u64 * ELEMENT_BYTES, q_len - row0) };
+    let mut tile = walk.next_kept(0);
+    if tile < walk.tiles {
+        load_kv(tile, 0);
+    }
+    cp_async_commit();
+    cp_async_wait::<0>();
+    sync_threads();
+
+    let warp_row = warp * 16;
+    let mut q_frag = [[0u32; 4]; DK];
+    for (k, frag) in q_frag.iter_mut().enumerate() {
+        // SAFETY: the address lies in the Q tile, which the barrier above made visible.
+        *frag = unsafe { ldmatrix_x4(q_tile.a_fragment_address(warp_row, 2 * k as u32, lane)) };
+    }
+
+    let mut o = [[0f32; 4]; DT];
+    let mut stats = RowStats { max: [f32::NEG_INFINITY; 2], sum: [0.0; 2] };
+    let mut stage = 0;
+    while tile < walk.tiles {
+        let next = walk.next_kept(tile + 1);
+        if next < walk.tiles {
+            load_kv(next, stage ^ 1);
+        }
+        cp_async_commit();
+
+        let mut s = [[0f32; 4]; KV_NTILES];
+        for (k, a) in q_frag.iter().enumerate() {
+            for pair in 0..KV_NTILES / 2 {
+                // SAFETY: the address lies in the current K stage, complete and visible.
+                let b = unsafe { ldmatrix_x4(k_tile(stage).b_fragment_address(16 * pair as u32, 2 * k as u32, lane)) };
+                E::mma(&mut s[2 * pair], a, b[0], b[1]);
+                E::mma(&mut s[2 * pair + 1], a, b[2], b[3]);
+            }
+        }
+        let p_frag = softmax_update::<DT>(&mut s, &mut o, &mut stats, p.scale_log2, tile, kv_len, lane);
+        for (k, a) in p_frag.iter().enumerate() {
+            let a = [E::pack(a[0], a[1]), E::pack(a[2], a[3]), E::pack(a[4], a[5]), E::pack(a[6], a[7])];
+            for pair in 0..DT / 2 {
+                // SAFETY: the address lies in the current V stage, complete and visible.
+                let b = unsafe { ldmatrix_x4_trans(v_tile(stage).b_fragment_address_trans(16 * k as u32, 2 * pair as u32, lane)) };
+                E::mma(&mut o[2 * pair], &a, b[0], b[1]);
+                E::mma(&mut o[2 * pair + 1], &a, b[2], b[3]);
+            }
+        }
+
+        cp_async_wait::<0>();
+        sync_threads(); // the next stage is complete, and nobody reads this one any more
+        tile = next;
+        stage ^= 1;
+    }
+
+    // SAFETY: the launch matches the layout the host validated.
+    unsafe { write_output::<E, DT>(p, &q_tile, &o, &stats, q_start, q_len, row0, head, lane, warp_row) };
+}
+
+/// Folds one tile of logits `s` into the running statistics and O accumulator, and returns the
+/// probabilities as this lane's A fragments for P·V: `[k-step][a0..a7]` in fragment order.
+#[inline(always)]
+fn softmax_update<const DT: usize>(
+    s: &mut [[f32; 4]; KV_NTILES],
+    o: &mut [[f32; 4]; DT],
+    stats: &mut RowStats,
+    scale_log2: f32,
+    tile: u32,
+    kv_len: u32,
+    lane: u32,
+) -> [[f32; 8]; KV_NTILES / 2] {
+    let first_col = tile * ATTENTION_TILE_KV + (lane % 4) * 2;
+    let partial = (tile + 1) * ATTENTION_TILE_KV > kv_len;
+    for (n, acc) in s.iter_mut().enumerate() {
+        for (i, x) in acc.iter_mut().enumerate() {
+            let col = first_col + n as u32 * 8 + (i as u32 % 2);
+            *x = if partial && col >= kv_len { f32::NEG_INFINITY } else { *x * scale_log2 };
+        }
+    }
+    for row in 0..2 {
+        let mut tile_max = f32::NEG_INFINITY;
+        for acc in s.iter() {
+            tile_max = tile_max.max(acc[2 * row]).max(acc[2 * row + 1]);
+        }
+        tile_max = tile_max.max(shfl_xor(tile_max, 1));
+        tile_max = tile_max.max(shfl_xor(tile_max, 2));
+        // A kept tile always holds at least one valid key, so `new_max` is finite.
+        let new_max = stats.max[row].max(tile_max);
+        let rescale = exp2(stats.max[row] - new_max);
+        stats.max[row] = new_max;
+        let mut tile_sum = 0.0;
+        for acc in s.iter_mut() {
+            acc[2 * row] = exp2(acc[2 * row] - new_max);
+            acc[2 * row + 1] = exp2(acc[2 * row + 1] - new_max);
+            tile_sum += acc[2 * row] + acc[2 * row + 1];
+        }
+        stats.sum[row] = core::f32::math::mul_add(stats.sum[row], rescale, tile_sum);
+        for acc in o.iter_mut() {
+            acc[2 * row] *= rescale;
+            acc[2 * row + 1] *= rescale;
+        }
+    }
+    let mut frags = [[0f32; 8]; KV_NTILES / 2];
+    for (k, frag) in frags.iter_mut().enumerate() {
+        let (lo, hi) = (&s[2 * k], &s[2 * k + 1]);
+        *frag = [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]];
+    }
+    frags
+}
+
+/// Normalises O, stages it through this warp's rows of the Q tile and stores it with 16-byte
+/// writes; writes the base-2 LSE when requested.
+///
+/// # Safety
+/// `p` must describe a validated launch; `q_tile` must be this CTA's Q tile.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn write_output<E: MmaElement, const DT: usize>(
+    p: &AttentionParams,
+    q_tile: &Tile,
+    o: &[[f32; 4]; DT],
+    stats: &RowStats,
+    q_start: u32,
+    q_len: u32,
+    row0: u32,
+    head: u32,
+    lane: u32,
+    warp_row: u32,
+) {
+    let mut inverse = [0f32; 2];
+    for row in 0..2 {
+        let mut sum = stats.sum[row];
+        sum += shfl_xor(sum, 1);
+        sum += shfl_xor(sum, 2);
+        inverse[row] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+        let local = warp_row + lane / 4 + 8 * row as u32;
+        if p.lse != 0 && lane % 4 == 0 && row0 + local < q_len {
+            let lse = if sum > 0.0 { stats.max[row] + log2(sum) } else { f32::NEG_INFINITY };
+            let index = (q_start + row0 + local) as usize * p.heads as usize + head as usize;
+            // SAFETY: the host sized the LSE buffer as [total_q, heads].
+            unsafe { *(p.lse as *mut f32).add(index) = lse };
+        }
+    }
+    // Only this warp ever read its 16 rows of the Q tile (into registers, before the loop).
+    for (n, acc) in o.iter().enumerate() {
+        for row in 0..2 {
+            let packed = E::pack(acc[2 * row] * inverse[row], acc[2 * row + 1] * inverse[row]);
+            let address = q_tile.chunk_address(warp_row + lane / 4 + 8 * row as u32, n as u32) + (lane % 4) * 4;
+            // SAFETY: the address lies in this warp's rows of the Q tile.
+            unsafe { st_shared_b32(address, packed) };
+        }
+    }
+    sync_warp();
+    let row_bytes = p.o_stride_token as u64 * ELEMENT_BYTES;
+    let head_offset = head as u64 * p.o_stride_head as u64 * ELEMENT_BYTES;
+    let mut i = 0;
+    while i < 16 * DT as u32 / 32 {
+        let linear = lane + 32 * i;
+        let (row, chunk) = (warp_row + linear / DT as u32, linear % DT as u32);
+        if row0 + row < q_len {
+            // SAFETY: the row was staged above; the destination is row `row` of this request
+            // and head inside the output buffer the host validated.
+            unsafe {
+                let value = ld_shared_v4(q_tile.chunk_address(row, chunk));
+                let token = (q_start + row0 + row) as u64;
+                let dst = (p.o as *mut u8).add((token * row_bytes + head_offset + chunk as u64 * 16) as usize);
+                st_global_v4(dst, value);
+            }
+        }
+        i += 1;
+    }
+}
+
+macro_rules! attention_entry {
+    ($name:ident, $element:ty, $dt:literal, $dk:literal) => {
+        /// Kernel entry: see [`attention`].
+        ///
+        /// # Safety
+        /// Launched only by the host crate with a validated [`AttentionParams`].
+        #[unsafe(no_mangle)]
+        pub unsafe extern "ptx-kernel" fn $name(params: AttentionParams) {
+            // SAFETY: forwarded from the entry's contract.
+            unsafe { attention::<$element, $dt, $dk>(&params) }
+        }
+    };
+}
+
+attention_entry!(flashomni_attention_bf16_d64, Bf16, 8, 4);
+attention_entry!(flashomni_attention_bf16_d128, Bf16, 16, 8);
+attention_entry!(flashomni_attention_f16_d64, F16, 8, 4);
+attention_entry!(flashomni_attention_f16_d128, F16, 16, 8);

@@ -1,0 +1,199 @@
+//! Thin wrappers over the PTX instructions the kernels use, one function per instruction.
+//!
+//! Register-only instructions are `pure, nomem`; memory instructions are left volatile so the
+//! compiler neither reorders nor drops them across barriers.
+
+use core::arch::asm;
+
+/// Index of this thread within its CTA (x dimension).
+#[inline(always)]
+pub fn thread_index() -> u32 {
+    // SAFETY: reading a special register has no side effects.
+    unsafe { core::arch::nvptx::_thread_idx_x() as u32 }
+}
+
+/// CTA index along x.
+#[inline(always)]
+pub fn block_index_x() -> u32 {
+    // SAFETY: reading a special register has no side effects.
+    unsafe { core::arch::nvptx::_block_idx_x() as u32 }
+}
+
+/// CTA index along y.
+#[inline(always)]
+pub fn block_index_y() -> u32 {
+    // SAFETY: reading a special register has no side effects.
+    unsafe { core::arch::nvptx::_block_idx_y() as u32 }
+}
+
+/// 32-bit shared-memory address of the start of dynamic shared memory.
+#[inline(always)]
+pub fn shared_base() -> u32 {
+    let address: u32;
+    // SAFETY: `dyn_smem` is declared in `device/mod.rs`; taking its address reads nothing.
+    unsafe { asm!("mov.u32 {0}, dyn_smem;", out(reg32) address, options(pure, nomem, nostack)) };
+    address
+}
+
+/// CTA-wide barrier (`bar.sync 0`). Every thread of the CTA must reach it.
+#[inline(always)]
+pub fn sync_threads() {
+    // SAFETY: a barrier only orders memory; callers keep control flow CTA-uniform.
+    unsafe { asm!("bar.sync 0;", options(nostack)) };
+}
+
+/// Warp-wide barrier that also orders shared memory among the warp's lanes.
+#[inline(always)]
+pub fn sync_warp() {
+    // SAFETY: all 32 lanes of every warp execute the kernels' warp-level code together.
+    unsafe { asm!("bar.warp.sync 0xffffffff;", options(nostack)) };
+}
+
+/// Asynchronous 16-byte copy global → shared; `src_bytes` below 16 zero-fills the rest
+/// (0 reads nothing and writes 16 zero bytes).
+///
+/// # Safety
+/// `shared` must be a 16-byte aligned shared address inside the CTA's allocation; when
+/// `src_bytes > 0`, `global` must point to `src_bytes` readable, 16-byte aligned device bytes.
+#[inline(always)]
+pub unsafe fn cp_async_16(shared: u32, global: *const u8, src_bytes: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "cp.async.cg.shared.global [{0}], [{1}], 16, {2};",
+            in(reg32) shared, in(reg64) global, in(reg32) src_bytes, options(nostack)
+        )
+    };
+}
+
+/// Closes the current group of asynchronous copies.
+#[inline(always)]
+pub fn cp_async_commit() {
+    // SAFETY: committing a (possibly empty) group has no other effect.
+    unsafe { asm!("cp.async.commit_group;", options(nostack)) };
+}
+
+/// Waits until at most `N` committed groups of this thread are still in flight.
+#[inline(always)]
+pub fn cp_async_wait<const N: u32>() {
+    // SAFETY: waiting has no other effect.
+    unsafe { asm!("cp.async.wait_group {0};", const N, options(nostack)) };
+}
+
+/// `ldmatrix.x4`: four 8×8 16-bit matrices, row addresses supplied by lanes 0–31.
+///
+/// # Safety
+/// `address` must be a 16-byte aligned shared address of 16 readable bytes.
+#[inline(always)]
+pub unsafe fn ldmatrix_x4(address: u32) -> [u32; 4] {
+    let r: [u32; 4];
+    // SAFETY: guaranteed by the caller; the instruction only reads shared memory.
+    unsafe {
+        let (a, b, c, d): (u32, u32, u32, u32);
+        asm!(
+            "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{{0}, {1}, {2}, {3}}}, [{4}];",
+            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) address,
+            options(nostack, readonly)
+        );
+        r = [a, b, c, d];
+    }
+    r
+}
+
+/// `ldmatrix.x4.trans`: like [`ldmatrix_x4`], each 8×8 matrix transposed.
+///
+/// # Safety
+/// As for [`ldmatrix_x4`].
+#[inline(always)]
+pub unsafe fn ldmatrix_x4_trans(address: u32) -> [u32; 4] {
+    let r: [u32; 4];
+    // SAFETY: guaranteed by the caller; the instruction only reads shared memory.
+    unsafe {
+        let (a, b, c, d): (u32, u32, u32, u32);
+        asm!(
+            "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{{0}, {1}, {2}, {3}}}, [{4}];",
+            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) address,
+            options(nostack, readonly)
+        );
+        r = [a, b, c, d];
+    }
+    r
+}
+
+/// Stores one 32-bit word to shared memory.
+///
+/// # Safety
+/// `address` must be a 4-byte aligned shared address inside the CTA's allocation.
+#[inline(always)]
+pub unsafe fn st_shared_b32(address: u32, value: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("st.shared.b32 [{0}], {1};", in(reg32) address, in(reg32) value, options(nostack)) };
+}
+
+/// Loads 16 bytes from shared memory.
+///
+/// # Safety
+/// `address` must be a 16-byte aligned shared address inside the CTA's allocation.
+#[inline(always)]
+pub unsafe fn ld_shared_v4(address: u32) -> [u32; 4] {
+    let r: [u32; 4];
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let (a, b, c, d): (u32, u32, u32, u32);
+        asm!(
+            "ld.shared.v4.b32 {{{0}, {1}, {2}, {3}}}, [{4}];",
+            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) address,
+            options(nostack, readonly)
+        );
+        r = [a, b, c, d];
+    }
+    r
+}
+
+/// Stores 16 bytes to global memory.
+///
+/// # Safety
+/// `global` must point to 16 writable, 16-byte aligned device bytes.
+#[inline(always)]
+pub unsafe fn st_global_v4(global: *mut u8, value: [u32; 4]) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "st.global.v4.b32 [{0}], {{{1}, {2}, {3}, {4}}};",
+            in(reg64) global, in(reg32) value[0], in(reg32) value[1], in(reg32) value[2],
+            in(reg32) value[3], options(nostack)
+        )
+    };
+}
+
+/// `2^x`, approximate (2 ulp), flushing subnormals; `2^-inf = 0`.
+#[inline(always)]
+pub fn exp2(x: f32) -> f32 {
+    let r: f32;
+    // SAFETY: register-only arithmetic.
+    unsafe { asm!("ex2.approx.ftz.f32 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack)) };
+    r
+}
+
+/// `log2(x)`, approximate; callers pass positive finite values.
+#[inline(always)]
+pub fn log2(x: f32) -> f32 {
+    let r: f32;
+    // SAFETY: register-only arithmetic.
+    unsafe { asm!("lg2.approx.f32 {0}, {1};", out(reg32) r, in(reg32) x, options(pure, nomem, nostack)) };
+    r
+}
+
+/// Exchanges `value` with the lane whose index differs by the bits of `mask`.
+#[inline(always)]
+pub fn shfl_xor(value: f32, mask: u32) -> f32 {
+    let r: f32;
+    // SAFETY: all 32 lanes execute the shuffle together (full member mask).
+    unsafe {
+        asm!(
+            "shfl.sync.bfly.b32 {0}, {1}, {2}, 0x1f, 0xffffffff;",
+            out(reg32) r, in(reg32) value, in(reg32) mask, options(nostack, nomem)
+        )
+    };
+    r
+}

@@ -1,0 +1,99 @@
+//! Swizzled shared-memory tiles of 16-bit elements and the fragment addressing of the
+//! tensor-core instructions that read them. Shared by every tensor-core kernel.
+//!
+//! A tile row is `chunks` 16-byte chunks (8 elements each; `chunks` is a multiple of 8). Chunk
+//! `c` of row `r` is stored at chunk `c ^ (r % 8)`, so the 8 rows an `ldmatrix` phase reads, or
+//! the 8 rows a warp's 16-byte copies write, always fall in 8 distinct bank groups.
+
+use super::ptx::{cp_async_16, thread_index};
+
+/// A `rows × chunks·8` tile of 16-bit elements at a shared address. The sizes are plain fields:
+/// kernels build tiles from constants, so they fold away after inlining.
+#[derive(Clone, Copy)]
+pub struct Tile {
+    base: u32,
+    rows: u32,
+    chunks: u32,
+}
+
+impl Tile {
+    /// The `rows × chunks·8` tile at shared address `base` (1024-byte aligned keeps the
+    /// swizzle bank-exact); `chunks` must be a multiple of 8.
+    #[inline(always)]
+    pub const fn at(base: u32, rows: u32, chunks: u32) -> Self {
+        Self { base, rows, chunks }
+    }
+
+    /// Bytes the tile occupies.
+    #[inline(always)]
+    pub const fn bytes(&self) -> u32 {
+        self.rows * self.chunks * 16
+    }
+
+    /// Shared address just past the tile.
+    #[inline(always)]
+    pub const fn end(&self) -> u32 {
+        self.base + self.bytes()
+    }
+
+    /// Shared address of logical chunk `chunk` of row `row`.
+    #[inline(always)]
+    pub const fn chunk_address(&self, row: u32, chunk: u32) -> u32 {
+        self.base + row * self.chunks * 16 + ((chunk ^ (row % 8)) << 4)
+    }
+
+    /// Copies the tile's rows from global memory (row `r` at `global + r * row_stride` bytes)
+    /// with `THREADS` threads; rows at or past `valid_rows` are zero-filled. `THREADS` must
+    /// divide `rows * chunks`.
+    ///
+    /// # Safety
+    /// The first `valid_rows` rows must be readable, 16-byte aligned device memory of
+    /// `chunks * 16` bytes each; the tile must lie inside the CTA's shared memory.
+    #[inline(always)]
+    pub unsafe fn load_async<const THREADS: u32>(
+        &self,
+        global: *const u8,
+        row_stride: u64,
+        valid_rows: u32,
+    ) {
+        let tid = thread_index();
+        let mut i = 0;
+        while i < self.rows * self.chunks / THREADS {
+            let linear = tid + i * THREADS;
+            let row = linear / self.chunks;
+            let chunk = linear % self.chunks;
+            let (src, bytes) = if row < valid_rows {
+                // SAFETY: in bounds of the caller's valid rows.
+                (unsafe { global.add((row as u64 * row_stride + chunk as u64 * 16) as usize) }, 16)
+            } else {
+                (global, 0)
+            };
+            // SAFETY: the chunk lies in the tile; the source is valid or not read (0 bytes).
+            unsafe { cp_async_16(self.chunk_address(row, chunk), src, bytes) };
+            i += 1;
+        }
+    }
+
+    /// Address this lane passes to `ldmatrix.x4` for the m16k16 A fragment whose top-left
+    /// element is (`row0`, chunk `chunk0`) of a row-major `[m][k]` tile.
+    #[inline(always)]
+    pub const fn a_fragment_address(&self, row0: u32, chunk0: u32, lane: u32) -> u32 {
+        self.chunk_address(row0 + lane % 16, chunk0 + lane / 16)
+    }
+
+    /// Address this lane passes to `ldmatrix.x4` (no transpose) for the B fragments of two
+    /// n8k16 tiles stored as rows `[n][k]` starting at (`row0`, chunk `chunk0`): registers
+    /// 0,1 feed n-tile `row0..row0+8`, registers 2,3 n-tile `row0+8..row0+16`.
+    #[inline(always)]
+    pub const fn b_fragment_address(&self, row0: u32, chunk0: u32, lane: u32) -> u32 {
+        self.chunk_address(row0 + lane % 8 + (lane / 16) * 8, chunk0 + (lane / 8) % 2)
+    }
+
+    /// Address this lane passes to `ldmatrix.x4.trans` for the B fragments of two n8k16 tiles
+    /// stored as rows `[k][n]` starting at (`row0`, chunk `chunk0`): registers 0,1 feed the
+    /// n-tile at chunk `chunk0`, registers 2,3 the one at chunk `chunk0 + 1`.
+    #[inline(always)]
+    pub const fn b_fragment_address_trans(&self, row0: u32, chunk0: u32, lane: u32) -> u32 {
+        self.chunk_address(row0 + lane % 8 + ((lane / 8) % 2) * 8, chunk0 + lane / 16)
+    }
+}

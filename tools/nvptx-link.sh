@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# nvptx-link.sh: the "linker" rustc calls for the nvptx64-nvidia-cuda cdylib.
+#
+# rustc's own `llvm-bitcode-linker` component is not available from our toolchain mirror, so this
+# script plays its role: the rlibs and object files rustc hands us hold LLVM bitcode; we link them
+# into one module with `llvm-link`, internalize everything except the exported kernel entries,
+# optimize with `opt`, and lower to PTX with `llc`. The result is one self-contained PTX module.
+#
+# Knobs (environment): NVPTX_TMP (scratch root), NVPTX_KEEP=1 (keep scratch), NVPTX_LLC_FLAGS.
+set -euo pipefail
+
+rustc_bin="${RUSTC:-rustc}"
+host_triple="$("$rustc_bin" -vV | sed -n 's/^host: //p')"
+llvm_bin="${LLVM_BIN:-$("$rustc_bin" --print sysroot)/lib/rustlib/$host_triple/bin}"
+
+exports=()
+inputs=()
+out=""
+cpu="sm_80"
+features=""
+opt_level="-O3"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --export-symbol) exports+=("$2"); shift 2 ;;
+    -o) out="$2"; shift 2 ;;
+    --target-cpu) cpu="$2"; shift 2 ;;
+    --target-feature=*) features="${1#--target-feature=}"; shift ;;
+    --target-feature) features="$2"; shift 2 ;;
+    --target | -L) shift 2 ;;
+    -O0 | -O1 | -O2 | -O3) opt_level="$1"; shift ;;
+    -Os | -Oz) opt_level="-O2"; shift ;;
+    --debug) shift ;;
+    -*) echo "nvptx-link: ignoring flag $1" >&2; shift ;;
+    *) inputs+=("$1"); shift ;;
+  esac
+done
+[[ -n "$out" ]] || { echo "nvptx-link: no output path (-o) given" >&2; exit 2; }
+
+scratch_root="${NVPTX_TMP:-${TMPDIR:-/tmp}}"
+mkdir -p "$scratch_root"
+scratch="$(mktemp -d -p "$scratch_root" nvptx-link.XXXXXX)"
+if [[ "${NVPTX_KEEP:-0}" == 1 ]]; then
+  echo "nvptx-link: keeping $scratch" >&2
+else
+  trap 'rm -rf "$scratch"' EXIT
+fi
+
+is_bitcode() { [[ "$(head -c 4 "$1" | od -An -tx1 | tr -d ' \n')" == "4243c0de" ]]; }
+
+bitcode=()
+archive=0
+for input in "${inputs[@]}"; do
+  case "$input" in
+    *.rlib | *.a)
+      dir="$scratch/archive$archive"
+      archive=$((archive + 1))
+      mkdir -p "$dir"
+      (cd "$dir" && "$llvm_bin/llvm-ar" x "$input")
+      for member in "$dir"/*; do
+        if is_bitcode "$member"; then bitcode+=("$member"); fi
+      done
+      ;;
+    *) bitcode+=("$input") ;;
+  esac
+done
+
+"$llvm_bin/llvm-link" "${bitcode[@]}" -o "$scratch/linked.bc"
+public_api="$(IFS=,; echo "${exports[*]}")"
+"$llvm_bin/opt" "$scratch/linked.bc" -o "$scratch/optimized.bc" \
+  --internalize-public-api-list="$public_api" \
+  -passes="internalize,globaldce,default<${opt_level#-}>" \
+  -mtriple=nvptx64-nvidia-cuda -mcpu="$cpu" -mattr="$features"
+# shellcheck disable=SC2086 # NVPTX_LLC_FLAGS is a list of flags.
+"$llvm_bin/llc" "$scratch/optimized.bc" -o "$out" \
+  -mtriple=nvptx64-nvidia-cuda -mcpu="$cpu" -mattr="$features" "$opt_level" ${NVPTX_LLC_FLAGS:-}
+
+# A module that still needs symbols from elsewhere cannot be loaded by the driver.
+if grep -nE '^\.extern[[:space:]]+\.(func|global|const)' "$out" >&2; then
+  echo "nvptx-link: unresolved external symbols in $out" >&2
+  exit 1
+fi
