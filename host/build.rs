@@ -31,7 +31,9 @@ fn main() {
 
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let workspace = manifest_dir.parent().expect("host/ lives in the workspace root");
-    for watched in ["kernels-gpu/src", "kernels-gpu/Cargo.toml", "symbols/src", "symbols/Cargo.toml", "tools/nvptx-link.sh"] {
+    for watched in
+        ["kernels-gpu/src", "kernels-gpu/Cargo.toml", "symbols/src", "symbols/Cargo.toml", "tools/nvptx-link.sh"]
+    {
         println!("cargo::rerun-if-changed={}", workspace.join(watched).display());
     }
     let target_dir = env::var_os("CARGO_TARGET_DIR")

@@ -48,7 +48,14 @@ impl AttentionConfig {
     /// `heads` × `head_dim` attention with 128-token symbol blocks, token-major K/V and the
     /// default scale.
     pub fn new(heads: u32, head_dim: u32) -> Self {
-        Self { heads, head_dim, block_q: DEFAULT_BLOCK, block_kv: DEFAULT_BLOCK, kv_layout: KvLayout::TokenMajor, sm_scale: None }
+        Self {
+            heads,
+            head_dim,
+            block_q: DEFAULT_BLOCK,
+            block_kv: DEFAULT_BLOCK,
+            kv_layout: KvLayout::TokenMajor,
+            sm_scale: None,
+        }
     }
 
     /// The same configuration with another key/value layout.
@@ -82,8 +89,10 @@ impl AttentionConfig {
         if !matches!(self.head_dim, 64 | 128) {
             return Err(Error::Unsupported(format!("head_dim {} (supported: 64, 128)", self.head_dim)));
         }
-        for (name, block, tile) in [("block_q", self.block_q, ATTENTION_TILE_Q), ("block_kv", self.block_kv, ATTENTION_TILE_KV)] {
-            if block == 0 || block % tile != 0 {
+        for (name, block, tile) in
+            [("block_q", self.block_q, ATTENTION_TILE_Q), ("block_kv", self.block_kv, ATTENTION_TILE_KV)]
+        {
+            if block == 0 || !block.is_multiple_of(tile) {
                 return Err(Error::Unsupported(format!("{name} = {block} (must be a positive multiple of {tile})")));
             }
         }
@@ -236,8 +245,11 @@ fn check_len(buffer: &'static str, actual: usize, required: usize) -> Result<()>
 }
 
 fn check_aligned(buffer: &'static str, address: u64) -> Result<()> {
-    if address % 16 != 0 {
-        return Err(Error::Misaligned { buffer, detail: format!("address {address:#x} is not a multiple of 16 bytes") });
+    if !address.is_multiple_of(16) {
+        return Err(Error::Misaligned {
+            buffer,
+            detail: format!("address {address:#x} is not a multiple of 16 bytes"),
+        });
     }
     Ok(())
 }
@@ -248,7 +260,12 @@ impl Engine {
     /// For each request, query block `qb` and head `h` with S_c = 1, every query row attends to
     /// the keys of the KV blocks with S_s = 1 (softmax over the kept keys only); rows of blocks
     /// with S_c = 0 keep the output buffer's contents.
-    pub fn attention<T: Element>(&self, plan: &AttentionPlan, args: AttentionArgs<'_, T>, stream: &cust::stream::Stream) -> Result<()> {
+    pub fn attention<T: Element>(
+        &self,
+        plan: &AttentionPlan,
+        args: AttentionArgs<'_, T>,
+        stream: &cust::stream::Stream,
+    ) -> Result<()> {
         let c = plan.config;
         let entry = abi::attention_entry(T::KIND, c.head_dim)
             .ok_or_else(|| Error::Unsupported(format!("{} attention with head_dim {}", T::NAME, c.head_dim)))?;
@@ -259,7 +276,9 @@ impl Engine {
         if let Some(lse) = &args.lse {
             check_len("lse", lse.len(), plan.total_q as usize * c.heads as usize)?;
         }
-        for (name, address) in [("q", args.q.address()), ("k", args.k.address()), ("v", args.v.address()), ("out", args.out.address())] {
+        for (name, address) in
+            [("q", args.q.address()), ("k", args.k.address()), ("v", args.v.address()), ("out", args.out.address())]
+        {
             check_aligned(name, address)?;
         }
         if let Some(symbols) = args.symbols {

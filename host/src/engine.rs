@@ -61,7 +61,8 @@ impl Engine {
             functions.push(function);
         }
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None).during("creating a stream")?;
-        let engine = Self { stream, functions: Functions(functions), _module: module, context, device, arch, multiprocessors };
+        let engine =
+            Self { stream, functions: Functions(functions), _module: module, context, device, arch, multiprocessors };
         engine.configure_shared_memory()?;
         Ok(engine)
     }

@@ -107,7 +107,99 @@ pub const fn attention_shared_bytes(head_dim: u32) -> u32 {
     ATTENTION_TILE_Q * row_bytes + 2 * 2 * ATTENTION_TILE_KV * row_bytes
 }
 
+/// Output rows one GEMM CTA computes.
+pub const GEMM_TILE_M: u32 = 128;
+/// Output columns one GEMM CTA computes.
+pub const GEMM_TILE_N: u32 = 128;
+/// Reduction depth of one pipeline stage (8 chunks of 16 bytes per tile row).
+pub const GEMM_TILE_K: u32 = 64;
+/// Warps of a GEMM CTA along M.
+pub const GEMM_WARPS_M: u32 = 2;
+/// Warps of a GEMM CTA along N.
+pub const GEMM_WARPS_N: u32 = 2;
+/// Threads per GEMM CTA.
+pub const GEMM_THREADS: u32 = 32 * GEMM_WARPS_M * GEMM_WARPS_N;
+/// `cp.async` pipeline stages of the GEMM main loop.
+pub const GEMM_STAGES: u32 = 3;
+/// Most heads GEMM-O supports (the size of its per-CTA head list in shared memory).
+pub const GEMM_MAX_HEADS: u32 = 256;
+/// [`GemmParams::mode`] of GEMM-O cache mode: sum the heads with S_c = 0, plus the bias.
+pub const GEMM_O_MODE_CACHE: u32 = 0;
+/// [`GemmParams::mode`] of GEMM-O active mode: sum the heads with S_c = 1, plus C.
+pub const GEMM_O_MODE_ACTIVE: u32 = 1;
+
+/// Parameters of one GEMM-Q or GEMM-O launch: `out = addend + A·Wᵀ` over a selection of the
+/// reduction or output axis.
+///
+/// The grid is `(ceil(n / GEMM_TILE_N), ceil(m / GEMM_TILE_M), 1)` with [`GEMM_THREADS`]
+/// threads and [`gemm_shared_bytes`] bytes of dynamic shared memory. All matrices are dense
+/// row-major with 16-byte aligned rows (`k` and `n` multiples of 8).
+/// - **GEMM-Q** (`head_dim = n / heads`): output element `(r, c)` is computed and written only
+///   when S_c(qb(r), c / head_dim) = 1, where `qb(r) = (token_offset + r) / block_q`.
+/// - **GEMM-O** (`head_dim = k / heads`): reduction slice `[h·head_dim, (h+1)·head_dim)` is
+///   summed when S_c(qb, h) = 0 (cache mode) or 1 (active mode); every element is written.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GemmParams {
+    /// Activations `A`, `[m, k]`.
+    pub a: u64,
+    /// Weights `W`, `[n, k]` (a Linear layer's weight).
+    pub w: u64,
+    /// Optional bias vector `[n]` added to every row; 0 for none.
+    pub bias: u64,
+    /// Optional matrix `[m, n]` added to the product (GEMM-O's cache `C`); 0 for none.
+    pub c: u64,
+    /// Output `[m, n]`, same element type as the inputs.
+    pub out: u64,
+    /// Packed S_c segment of request 0; 0 means every (query block, head) is computed.
+    pub caching: u64,
+    /// Rows of `A` and of the output.
+    pub m: u32,
+    /// Columns of the output (rows of `W`).
+    pub n: u32,
+    /// Reduction length.
+    pub k: u32,
+    /// Heads the head axis (GEMM-Q: `n`, GEMM-O: `k`) is split into.
+    pub heads: u32,
+    /// Elements per head along the head axis.
+    pub head_dim: u32,
+    /// Attention-sequence position of row 0 (FlashOmni's `num_text_tokens`).
+    pub token_offset: u32,
+    /// Query symbol block size in tokens.
+    pub block_q: u32,
+    /// GEMM-O: [`GEMM_O_MODE_CACHE`] or [`GEMM_O_MODE_ACTIVE`]; ignored by GEMM-Q.
+    pub mode: u32,
+}
+
+/// The GEMM-Q entry for an element type.
+pub const fn gemm_q_entry(element: ElementKind) -> &'static str {
+    match element {
+        ElementKind::Bf16 => "flashomni_gemm_q_bf16",
+        ElementKind::F16 => "flashomni_gemm_q_f16",
+    }
+}
+
+/// The GEMM-O entry for an element type.
+pub const fn gemm_o_entry(element: ElementKind) -> &'static str {
+    match element {
+        ElementKind::Bf16 => "flashomni_gemm_o_bf16",
+        ElementKind::F16 => "flashomni_gemm_o_f16",
+    }
+}
+
+/// Bytes of one GEMM pipeline stage: an A tile and a W tile of 16-bit elements.
+pub const fn gemm_stage_bytes() -> u32 {
+    (GEMM_TILE_M + GEMM_TILE_N) * GEMM_TILE_K * 2
+}
+
+/// Dynamic shared memory a GEMM CTA needs: the pipeline stages (reused by the epilogue to
+/// stage the output tile) and GEMM-O's head list.
+pub const fn gemm_shared_bytes() -> u32 {
+    GEMM_STAGES * gemm_stage_bytes() + GEMM_MAX_HEADS * 4
+}
+
 const ATTENTION_PARAMS: usize = core::mem::size_of::<AttentionParams>();
+const GEMM_PARAMS: usize = core::mem::size_of::<GemmParams>();
 
 /// Every entry the PTX module must contain, with its parameter size.
 pub const KERNELS: &[KernelAbi] = &[
@@ -115,4 +207,8 @@ pub const KERNELS: &[KernelAbi] = &[
     KernelAbi { name: "flashomni_attention_bf16_d128", param_size: ATTENTION_PARAMS },
     KernelAbi { name: "flashomni_attention_f16_d64", param_size: ATTENTION_PARAMS },
     KernelAbi { name: "flashomni_attention_f16_d128", param_size: ATTENTION_PARAMS },
+    KernelAbi { name: gemm_q_entry(ElementKind::Bf16), param_size: GEMM_PARAMS },
+    KernelAbi { name: gemm_q_entry(ElementKind::F16), param_size: GEMM_PARAMS },
+    KernelAbi { name: gemm_o_entry(ElementKind::Bf16), param_size: GEMM_PARAMS },
+    KernelAbi { name: gemm_o_entry(ElementKind::F16), param_size: GEMM_PARAMS },
 ];

@@ -143,85 +143,45 @@ impl fmt::Display for SymbolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::ZeroHeads => f.write_str("symbol geometry: the number of heads must be positive"),
-            Self::ZeroBlockSize { query } => write!(
-                f,
-                "symbol geometry: the {} block size must be positive",
-                if query { "query" } else { "KV" }
-            ),
-            Self::TooLarge { symbol, request } => write!(
-                f,
-                "{symbol}: size overflows u32 at request {request} (too many blocks or heads)"
-            ),
-            Self::IndptrLength {
-                symbol,
-                expected,
-                got,
-            } => write!(
-                f,
-                "{symbol} indptr: expected {expected} entries (requests + 1), got {got}"
-            ),
+            Self::ZeroBlockSize { query } => {
+                write!(f, "symbol geometry: the {} block size must be positive", if query { "query" } else { "KV" })
+            }
+            Self::TooLarge { symbol, request } => {
+                write!(f, "{symbol}: size overflows u32 at request {request} (too many blocks or heads)")
+            }
+            Self::IndptrLength { symbol, expected, got } => {
+                write!(f, "{symbol} indptr: expected {expected} entries (requests + 1), got {got}")
+            }
             Self::IndptrStart { symbol, got } => {
                 write!(f, "{symbol} indptr: first entry must be 0, got {got}")
             }
-            Self::IndptrDecreasing {
-                symbol,
-                request,
-                start,
-                end,
-            } => write!(
-                f,
-                "{symbol} indptr: decreases at request {request} ({start} -> {end})"
-            ),
-            Self::SegmentSize {
-                symbol,
-                request,
-                bits,
-                expected,
-                got,
-            } => write!(
+            Self::IndptrDecreasing { symbol, request, start, end } => {
+                write!(f, "{symbol} indptr: decreases at request {request} ({start} -> {end})")
+            }
+            Self::SegmentSize { symbol, request, bits, expected, got } => write!(
                 f,
                 "{symbol}: request {request} needs {bits} bits = {expected} packed bytes, \
                  but its indptr segment has {got} bytes (inconsistent with the sequence \
                  lengths, head count or block sizes)"
             ),
-            Self::BufferLength {
-                symbol,
-                expected,
-                got,
-            } => write!(
-                f,
-                "{symbol} buffer: indptr ends at byte {expected} but the buffer has {got} bytes"
-            ),
-            Self::MaskLength {
-                symbol,
-                expected,
-                got,
-            } => write!(
-                f,
-                "{symbol} mask: expected {expected} logical elements, got {got}"
-            ),
+            Self::BufferLength { symbol, expected, got } => {
+                write!(f, "{symbol} buffer: indptr ends at byte {expected} but the buffer has {got} bytes")
+            }
+            Self::MaskLength { symbol, expected, got } => {
+                write!(f, "{symbol} mask: expected {expected} logical elements, got {got}")
+            }
             Self::RequestOutOfRange { request, requests } => {
                 write!(f, "request {request} out of range ({requests} requests)")
             }
-            Self::QBlockOutOfRange {
-                request,
-                q_block,
-                num_q_blocks,
-            } => write!(
-                f,
-                "query block {q_block} out of range for request {request} ({num_q_blocks} query blocks)"
-            ),
+            Self::QBlockOutOfRange { request, q_block, num_q_blocks } => {
+                write!(f, "query block {q_block} out of range for request {request} ({num_q_blocks} query blocks)")
+            }
             Self::HeadOutOfRange { head, heads } => {
                 write!(f, "head {head} out of range ({heads} heads)")
             }
-            Self::KvBlockOutOfRange {
-                request,
-                kv_block,
-                num_kv_blocks,
-            } => write!(
-                f,
-                "KV block {kv_block} out of range for request {request} ({num_kv_blocks} KV blocks)"
-            ),
+            Self::KvBlockOutOfRange { request, kv_block, num_kv_blocks } => {
+                write!(f, "KV block {kv_block} out of range for request {request} ({num_kv_blocks} KV blocks)")
+            }
         }
     }
 }

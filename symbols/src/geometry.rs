@@ -45,12 +45,7 @@ impl<'a> SymbolGeometry<'a> {
     /// [`SymbolError::ZeroHeads`], [`SymbolError::ZeroBlockSize`], or
     /// [`SymbolError::TooLarge`] when a bit count or the total byte count of a
     /// symbol does not fit in `u32`.
-    pub fn new(
-        heads: u32,
-        block_q: u32,
-        block_kv: u32,
-        requests: &'a [RequestShape],
-    ) -> Result<Self, SymbolError> {
+    pub fn new(heads: u32, block_q: u32, block_kv: u32, requests: &'a [RequestShape]) -> Result<Self, SymbolError> {
         if heads == 0 {
             return Err(SymbolError::ZeroHeads);
         }
@@ -69,24 +64,13 @@ impl<'a> SymbolGeometry<'a> {
             c_total += c_bits.div_ceil(8);
             s_total += s_bits.div_ceil(8);
             if c_bits > u64::from(u32::MAX) || c_total > u64::from(u32::MAX) {
-                return Err(SymbolError::TooLarge {
-                    symbol: SymbolKind::Caching,
-                    request,
-                });
+                return Err(SymbolError::TooLarge { symbol: SymbolKind::Caching, request });
             }
             if s_bits > u64::from(u32::MAX) || s_total > u64::from(u32::MAX) {
-                return Err(SymbolError::TooLarge {
-                    symbol: SymbolKind::Skip,
-                    request,
-                });
+                return Err(SymbolError::TooLarge { symbol: SymbolKind::Skip, request });
             }
         }
-        Ok(Self {
-            heads,
-            block_q,
-            block_kv,
-            requests,
-        })
+        Ok(Self { heads, block_q, block_kv, requests })
     }
 
     /// Number of heads `H` (query heads = KV heads in sparse mode).
@@ -128,10 +112,7 @@ impl<'a> SymbolGeometry<'a> {
     fn req(&self, b: usize) -> RequestShape {
         match self.requests.get(b) {
             Some(r) => *r,
-            None => panic!(
-                "request {b} out of range ({} requests)",
-                self.requests.len()
-            ),
+            None => panic!("request {b} out of range ({} requests)", self.requests.len()),
         }
     }
 
@@ -242,24 +223,14 @@ impl<'a> SymbolGeometry<'a> {
     /// [`SymbolError::HeadOutOfRange`].
     pub fn check_row(&self, b: usize, qb: u32, h: u32) -> Result<(), SymbolError> {
         let Some(r) = self.requests.get(b) else {
-            return Err(SymbolError::RequestOutOfRange {
-                request: b,
-                requests: self.requests.len(),
-            });
+            return Err(SymbolError::RequestOutOfRange { request: b, requests: self.requests.len() });
         };
         let nq = blocks(r.q_len, self.block_q);
         if qb >= nq {
-            return Err(SymbolError::QBlockOutOfRange {
-                request: b,
-                q_block: qb,
-                num_q_blocks: nq,
-            });
+            return Err(SymbolError::QBlockOutOfRange { request: b, q_block: qb, num_q_blocks: nq });
         }
         if h >= self.heads {
-            return Err(SymbolError::HeadOutOfRange {
-                head: h,
-                heads: self.heads,
-            });
+            return Err(SymbolError::HeadOutOfRange { head: h, heads: self.heads });
         }
         Ok(())
     }
@@ -272,11 +243,7 @@ impl<'a> SymbolGeometry<'a> {
         self.check_row(b, qb, h)?;
         let nk = self.num_kv_blocks(b);
         if kb >= nk {
-            return Err(SymbolError::KvBlockOutOfRange {
-                request: b,
-                kv_block: kb,
-                num_kv_blocks: nk,
-            });
+            return Err(SymbolError::KvBlockOutOfRange { request: b, kv_block: kb, num_kv_blocks: nk });
         }
         Ok(())
     }
@@ -289,18 +256,9 @@ mod tests {
     #[test]
     fn rejects_zero_sizes() {
         let r = [RequestShape::new(1, 1)];
-        assert_eq!(
-            SymbolGeometry::new(0, 1, 1, &r),
-            Err(SymbolError::ZeroHeads)
-        );
-        assert_eq!(
-            SymbolGeometry::new(1, 0, 1, &r),
-            Err(SymbolError::ZeroBlockSize { query: true })
-        );
-        assert_eq!(
-            SymbolGeometry::new(1, 1, 0, &r),
-            Err(SymbolError::ZeroBlockSize { query: false })
-        );
+        assert_eq!(SymbolGeometry::new(0, 1, 1, &r), Err(SymbolError::ZeroHeads));
+        assert_eq!(SymbolGeometry::new(1, 0, 1, &r), Err(SymbolError::ZeroBlockSize { query: true }));
+        assert_eq!(SymbolGeometry::new(1, 1, 0, &r), Err(SymbolError::ZeroBlockSize { query: false }));
     }
 
     #[test]
@@ -308,27 +266,18 @@ mod tests {
         let r = [RequestShape::new(1 << 20, 1 << 20)];
         assert_eq!(
             SymbolGeometry::new(8, 1, 1, &r),
-            Err(SymbolError::TooLarge {
-                symbol: SymbolKind::Skip,
-                request: 0
-            })
+            Err(SymbolError::TooLarge { symbol: SymbolKind::Skip, request: 0 })
         );
         let r = [RequestShape::new(u32::MAX, 0)];
         assert_eq!(
             SymbolGeometry::new(2, 1, 1, &r),
-            Err(SymbolError::TooLarge {
-                symbol: SymbolKind::Caching,
-                request: 0
-            })
+            Err(SymbolError::TooLarge { symbol: SymbolKind::Caching, request: 0 })
         );
         // Each request fits but the total byte count does not.
         let r = [RequestShape::new(1 << 16, (1 << 16) - 1); 9];
         assert_eq!(
             SymbolGeometry::new(1, 1, 1, &r),
-            Err(SymbolError::TooLarge {
-                symbol: SymbolKind::Skip,
-                request: 8
-            })
+            Err(SymbolError::TooLarge { symbol: SymbolKind::Skip, request: 8 })
         );
     }
 
@@ -351,11 +300,7 @@ mod tests {
         let g = SymbolGeometry::new(3, 128, 128, &[]).unwrap();
         assert_eq!(g.caching_bytes_total(), 0);
         assert_eq!(g.skip_indptr_at(0), 0);
-        let r = [
-            RequestShape::new(0, 10),
-            RequestShape::new(10, 0),
-            RequestShape::new(10, 10),
-        ];
+        let r = [RequestShape::new(0, 10), RequestShape::new(10, 0), RequestShape::new(10, 10)];
         let g = SymbolGeometry::new(3, 128, 128, &r).unwrap();
         assert_eq!((g.caching_bits(0), g.skip_bits(0)), (0, 0));
         assert_eq!((g.caching_bits(1), g.skip_bits(1)), (3, 0));
@@ -364,31 +309,14 @@ mod tests {
         assert_eq!([0, 1, 2, 3].map(|b| g.skip_indptr_at(b)), [0, 0, 0, 1]);
         assert_eq!(
             g.check_row(0, 0, 0),
-            Err(SymbolError::QBlockOutOfRange {
-                request: 0,
-                q_block: 0,
-                num_q_blocks: 0
-            })
+            Err(SymbolError::QBlockOutOfRange { request: 0, q_block: 0, num_q_blocks: 0 })
         );
         assert_eq!(
             g.check_block(1, 0, 2, 0),
-            Err(SymbolError::KvBlockOutOfRange {
-                request: 1,
-                kv_block: 0,
-                num_kv_blocks: 0
-            })
+            Err(SymbolError::KvBlockOutOfRange { request: 1, kv_block: 0, num_kv_blocks: 0 })
         );
-        assert_eq!(
-            g.check_row(3, 0, 0),
-            Err(SymbolError::RequestOutOfRange {
-                request: 3,
-                requests: 3
-            })
-        );
-        assert_eq!(
-            g.check_row(2, 0, 3),
-            Err(SymbolError::HeadOutOfRange { head: 3, heads: 3 })
-        );
+        assert_eq!(g.check_row(3, 0, 0), Err(SymbolError::RequestOutOfRange { request: 3, requests: 3 }));
+        assert_eq!(g.check_row(2, 0, 3), Err(SymbolError::HeadOutOfRange { head: 3, heads: 3 }));
         assert_eq!(g.check_block(2, 0, 2, 0), Ok(()));
     }
 }

@@ -29,9 +29,7 @@ pub const fn caching_index(qb: u32, h: u32, heads: u32) -> u32 {
 #[inline]
 #[must_use]
 pub const fn skip_index(qb: u32, h: u32, kb: u32, heads: u32, nk: u32) -> u32 {
-    caching_index(qb, h, heads)
-        .wrapping_mul(nk)
-        .wrapping_add(kb)
+    caching_index(qb, h, heads).wrapping_mul(nk).wrapping_add(kb)
 }
 
 /// Bytes needed to hold `bits` packed bits: `ceil(bits / 8)`.
@@ -65,11 +63,7 @@ pub const fn bit_in_byte(byte: u8, index: u32) -> bool {
 #[must_use]
 pub const fn read_bit(segment: &[u8], index: u32) -> Option<bool> {
     let byte = byte_of(index) as usize;
-    if byte < segment.len() {
-        Some(bit_in_byte(segment[byte], index))
-    } else {
-        None
-    }
+    if byte < segment.len() { Some(bit_in_byte(segment[byte], index)) } else { None }
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@
 //! and free of panicking paths, so GPU kernels (built with
 //! `default-features = false`) use exactly the same formulas as the host.
 //! [`SymbolGeometry`], [`SymbolsView`] (validated borrowed view) and
-//! [`DensityStats`] are also `no_std`; [`PackedSymbols`] needs the `alloc` feature.
+//! [`DensityStats`] are also `no_std`; `PackedSymbols` (owned buffers) needs the
+//! `alloc` feature.
 
 #![no_std]
 
@@ -36,9 +37,7 @@ pub mod view;
 
 pub use error::{SymbolError, SymbolKind};
 pub use geometry::{RequestShape, SymbolGeometry};
-pub use index::{
-    DEFAULT_BLOCK, bit_in_byte, blocks, byte_of, caching_index, packed_len, read_bit, skip_index,
-};
+pub use index::{DEFAULT_BLOCK, bit_in_byte, blocks, byte_of, caching_index, packed_len, read_bit, skip_index};
 #[cfg(feature = "alloc")]
 pub use packed::{PackedSymbols, pack_segment, unpack_segment};
 pub use state::BlockState;

@@ -23,9 +23,7 @@ pub fn pack_segment(bits: &[bool]) -> Vec<u8> {
 /// the end of `segment` read as `false`.
 #[must_use]
 pub fn unpack_segment(segment: &[u8], bits: u32) -> Vec<bool> {
-    (0..bits)
-        .map(|i| read_bit(segment, i).unwrap_or(false))
-        .collect()
+    (0..bits).map(|i| read_bit(segment, i).unwrap_or(false)).collect()
 }
 
 /// Owned packed S_c / S_s buffers plus the geometry they were built for.
@@ -89,12 +87,7 @@ impl PackedSymbols {
             for qb in 0..geom.num_q_blocks(b) {
                 for h in 0..heads {
                     if caching(b, qb, h) {
-                        Self::set(
-                            &mut out.caching,
-                            &out.caching_indptr,
-                            b,
-                            caching_index(qb, h, heads),
-                        );
+                        Self::set(&mut out.caching, &out.caching_indptr, b, caching_index(qb, h, heads));
                     }
                     for kb in 0..nk {
                         if skip(b, qb, h, kb) {
@@ -115,38 +108,21 @@ impl PackedSymbols {
     /// # Errors
     /// [`SymbolError::MaskLength`] if a mask does not have exactly
     /// `Σ nq·H` resp. `Σ nq·H·nk` elements.
-    pub fn from_masks(
-        geom: &SymbolGeometry<'_>,
-        caching: &[bool],
-        skip: &[bool],
-    ) -> Result<Self, SymbolError> {
+    pub fn from_masks(geom: &SymbolGeometry<'_>, caching: &[bool], skip: &[bool]) -> Result<Self, SymbolError> {
         let n = geom.num_requests();
         let c_len: usize = (0..n).map(|b| geom.caching_bits(b) as usize).sum();
         let s_len: usize = (0..n).map(|b| geom.skip_bits(b) as usize).sum();
         if caching.len() != c_len {
-            return Err(SymbolError::MaskLength {
-                symbol: SymbolKind::Caching,
-                expected: c_len,
-                got: caching.len(),
-            });
+            return Err(SymbolError::MaskLength { symbol: SymbolKind::Caching, expected: c_len, got: caching.len() });
         }
         if skip.len() != s_len {
-            return Err(SymbolError::MaskLength {
-                symbol: SymbolKind::Skip,
-                expected: s_len,
-                got: skip.len(),
-            });
+            return Err(SymbolError::MaskLength { symbol: SymbolKind::Skip, expected: s_len, got: skip.len() });
         }
         let mut out = Self::zeros(geom);
         let (mut c_off, mut s_off) = (0usize, 0usize);
         for b in 0..n {
             let (cb, sb) = (geom.caching_bits(b) as usize, geom.skip_bits(b) as usize);
-            write_segment(
-                &mut out.caching,
-                &out.caching_indptr,
-                b,
-                &caching[c_off..c_off + cb],
-            );
+            write_segment(&mut out.caching, &out.caching_indptr, b, &caching[c_off..c_off + cb]);
             write_segment(&mut out.skip, &out.skip_indptr, b, &skip[s_off..s_off + sb]);
             c_off += cb;
             s_off += sb;
@@ -172,13 +148,7 @@ impl PackedSymbols {
     /// Validated read view over the buffers.
     #[must_use]
     pub fn view(&self) -> SymbolsView<'_> {
-        match SymbolsView::new(
-            self.geometry(),
-            &self.caching,
-            &self.caching_indptr,
-            &self.skip,
-            &self.skip_indptr,
-        ) {
+        match SymbolsView::new(self.geometry(), &self.caching, &self.caching_indptr, &self.skip, &self.skip_indptr) {
             Ok(v) => v,
             Err(e) => unreachable!("buffers are consistent by construction: {e}"),
         }

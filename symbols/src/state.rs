@@ -72,9 +72,6 @@ mod tests {
         let s = BlockState::from_row(false, 1, 3);
         assert_eq!(s, BlockState::ATTENDS_ANY);
         assert!(s.is_cached() && !s.is_computed_dense());
-        assert_eq!(
-            BlockState::from_row(true, 0, 0),
-            BlockState::COMPUTE | BlockState::ATTENDS_ALL
-        );
+        assert_eq!(BlockState::from_row(true, 0, 0), BlockState::COMPUTE | BlockState::ATTENDS_ALL);
     }
 }

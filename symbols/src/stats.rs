@@ -57,9 +57,5 @@ impl DensityStats {
 
 #[allow(clippy::cast_precision_loss)] // counts are far below 2^53
 fn ratio(num: u64, den: u64, empty: f64) -> f64 {
-    if den == 0 {
-        empty
-    } else {
-        num as f64 / den as f64
-    }
+    if den == 0 { empty } else { num as f64 / den as f64 }
 }

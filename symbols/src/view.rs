@@ -22,55 +22,28 @@ pub struct SymbolsView<'a> {
 }
 
 /// Checks one packed buffer + byte indptr against the geometry.
-fn validate(
-    geom: &SymbolGeometry<'_>,
-    symbol: SymbolKind,
-    buf: &[u8],
-    indptr: &[u32],
-) -> Result<(), SymbolError> {
+fn validate(geom: &SymbolGeometry<'_>, symbol: SymbolKind, buf: &[u8], indptr: &[u32]) -> Result<(), SymbolError> {
     let requests = geom.num_requests();
     if indptr.len() != requests + 1 {
-        return Err(SymbolError::IndptrLength {
-            symbol,
-            expected: requests + 1,
-            got: indptr.len(),
-        });
+        return Err(SymbolError::IndptrLength { symbol, expected: requests + 1, got: indptr.len() });
     }
     if indptr[0] != 0 {
-        return Err(SymbolError::IndptrStart {
-            symbol,
-            got: indptr[0],
-        });
+        return Err(SymbolError::IndptrStart { symbol, got: indptr[0] });
     }
     for (request, w) in indptr.windows(2).enumerate() {
         let (start, end) = (w[0], w[1]);
         if end < start {
-            return Err(SymbolError::IndptrDecreasing {
-                symbol,
-                request,
-                start,
-                end,
-            });
+            return Err(SymbolError::IndptrDecreasing { symbol, request, start, end });
         }
         let bits = geom.bits(symbol, request);
         let expected = bits.div_ceil(8);
         if end - start != expected {
-            return Err(SymbolError::SegmentSize {
-                symbol,
-                request,
-                bits,
-                expected,
-                got: end - start,
-            });
+            return Err(SymbolError::SegmentSize { symbol, request, bits, expected, got: end - start });
         }
     }
     let expected = indptr[requests] as usize;
     if buf.len() != expected {
-        return Err(SymbolError::BufferLength {
-            symbol,
-            expected,
-            got: buf.len(),
-        });
+        return Err(SymbolError::BufferLength { symbol, expected, got: buf.len() });
     }
     Ok(())
 }
@@ -103,13 +76,7 @@ impl<'a> SymbolsView<'a> {
     ) -> Result<Self, SymbolError> {
         validate(&geom, SymbolKind::Caching, caching, caching_indptr)?;
         validate(&geom, SymbolKind::Skip, skip, skip_indptr)?;
-        Ok(Self {
-            geom,
-            caching,
-            caching_indptr,
-            skip,
-            skip_indptr,
-        })
+        Ok(Self { geom, caching, caching_indptr, skip, skip_indptr })
     }
 
     /// The geometry the buffers were validated against.
@@ -209,9 +176,7 @@ impl<'a> SymbolsView<'a> {
         self.geom.check_row(b, qb, h)?;
         let nk = self.geom.num_kv_blocks(b);
         let base = skip_index(qb, h, 0, self.geom.heads(), nk);
-        let kept = (0..nk)
-            .filter(|&kb| Self::bit(self.skip, self.skip_indptr, b, base + kb))
-            .count();
+        let kept = (0..nk).filter(|&kb| Self::bit(self.skip, self.skip_indptr, b, base + kb)).count();
         // kept <= nk, which is a u32.
         Ok(u32::try_from(kept).unwrap_or(u32::MAX))
     }
@@ -223,11 +188,7 @@ impl<'a> SymbolsView<'a> {
     pub fn try_state(&self, b: usize, qb: u32, h: u32) -> Result<BlockState, SymbolError> {
         let compute = self.try_compute(b, qb, h)?;
         let kept = self.try_kept_kv_blocks(b, qb, h)?;
-        Ok(BlockState::from_row(
-            compute,
-            kept,
-            self.geom.num_kv_blocks(b),
-        ))
+        Ok(BlockState::from_row(compute, kept, self.geom.num_kv_blocks(b)))
     }
 
     /// Combined [`BlockState`] of (b, qb, h), panicking on out-of-range indices.

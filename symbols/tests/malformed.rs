@@ -4,9 +4,7 @@
 mod common;
 
 use common::case;
-use flashomni_symbols::{
-    PackedSymbols, RequestShape, SymbolError, SymbolGeometry, SymbolKind, SymbolsView,
-};
+use flashomni_symbols::{PackedSymbols, RequestShape, SymbolError, SymbolGeometry, SymbolKind, SymbolsView};
 use proptest::prelude::*;
 use proptest::sample::Index;
 

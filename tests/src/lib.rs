@@ -6,5 +6,7 @@
 //! (GEMM-Q) and §6.2 (GEMM-O). Inputs are `f32` slices holding values that the
 //! caller already rounded from bf16/f16; all accumulation is in `f64`.
 
+pub mod compare;
+pub mod gpu;
 pub mod random;
 pub mod reference;

@@ -33,9 +33,7 @@ impl Default for Init {
 fn standard_normal(rng: &mut impl Rng) -> f32 {
     let u1: f64 = 1.0 - rng.r#gen::<f64>(); // (0, 1]
     let u2: f64 = rng.r#gen();
-    #[allow(clippy::cast_possible_truncation)]
-    let z = ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32;
-    z
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
 }
 
 fn draw(rng: &mut impl Rng, init: Init) -> f32 {
@@ -137,7 +135,5 @@ pub fn random_symbols(
 
 /// `batch` random requests with `q_len`, `kv_len` uniform in `0..=max_len`.
 pub fn random_requests(rng: &mut impl Rng, batch: usize, max_len: u32) -> Vec<RequestShape> {
-    (0..batch)
-        .map(|_| RequestShape::new(rng.gen_range(0..=max_len), rng.gen_range(0..=max_len)))
-        .collect()
+    (0..batch).map(|_| RequestShape::new(rng.gen_range(0..=max_len), rng.gen_range(0..=max_len))).collect()
 }

@@ -1,1 +1,41 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! - `ptx`: assemble every embedded PTX module with ptxas (sm_80, sm_90a) and fail on any
+//!   stack frame or spill in a kernel;
+//! - `test`: the full test suite, exactly what CI runs after fmt and clippy;
+//! - `gpu-bundle`: release test and bench binaries plus run scripts in `gpu-bundle/`, for a
+//!   GPU machine that has no cargo;
+//! - `bench [attention|gemm]...`: build and run the benchmark on this machine's GPU.
+
+mod bench;
+mod bundle;
+mod cargo;
+mod ptx;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <ptx | test | gpu-bundle | bench [attention] [gemm] [-- bench args]>";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else { bail!("{USAGE}") };
+    match command.as_str() {
+        "ptx" => ptx::check_modules(),
+        "test" => test(),
+        "gpu-bundle" => bundle::write_bundle().map(|_| ()),
+        "bench" => bench::run(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n{USAGE}"),
+    }
+}
+
+/// The test suite: every workspace test (GPU tests skip visibly without a GPU), then the
+/// kernel resource check.
+fn test() -> Result<()> {
+    cargo::run(&["test", "--workspace", "--all-targets"])?;
+    cargo::run(&["test", "--workspace", "--doc"])?;
+    ptx::check_modules()
+}

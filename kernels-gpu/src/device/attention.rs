@@ -16,9 +16,8 @@ use flashomni_symbols::{blocks, caching_index, skip_index};
 
 use super::element::{Bf16, F16, MmaElement};
 use super::ptx::{
-    block_index_x, block_index_y, cp_async_commit, cp_async_wait, exp2, ld_shared_v4,
-    ldmatrix_x4, ldmatrix_x4_trans, log2, shared_base, shfl_xor, st_global_v4, st_shared_b32,
-    sync_threads, sync_warp, thread_index,
+    block_index_x, block_index_y, cp_async_commit, cp_async_wait, exp2, ld_shared_v4, ldmatrix_x4, ldmatrix_x4_trans,
+    log2, shared_base, shfl_xor, st_global_v4, st_shared_b32, sync_threads, sync_warp, thread_index,
 };
 use super::tile::Tile;
 use crate::abi::{ATTENTION_THREADS, ATTENTION_TILE_KV, ATTENTION_TILE_Q, AttentionParams};
@@ -32,6 +31,16 @@ const KV_NTILES: usize = ATTENTION_TILE_KV as usize / 8;
 #[inline(always)]
 fn nonzero(divisor: u32) -> NonZeroU32 {
     NonZeroU32::new(divisor).unwrap_or(NonZeroU32::MIN)
+}
+
+/// Reads element `index` of a `u32` array at device address `address`.
+///
+/// # Safety
+/// The array must hold at least `index + 1` readable elements.
+#[inline(always)]
+unsafe fn read_u32(address: u64, index: usize) -> u32 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { *(address as *const u32).add(index) }
 }
 
 /// Reads bit `index` of a packed LSB-first symbol segment.
@@ -98,22 +107,25 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &At
     let work = block_index_x() as usize;
     let head = block_index_y();
 
-    // SAFETY (all raw reads below): the host sized `work`, the indptrs and the symbol
-    // segments for this grid and validated them before the launch.
-    let work_items = p.work as *const u32;
-    let (request, tile_q) = unsafe { (*work_items.add(2 * work), *work_items.add(2 * work + 1)) };
-    let qo_indptr = p.qo_indptr as *const u32;
-    let kv_indptr = p.kv_indptr as *const u32;
+    // SAFETY: the host sized the work list for this grid: item `work` exists.
+    let (request, tile_q) = unsafe { (read_u32(p.work, 2 * work), read_u32(p.work, 2 * work + 1)) };
     let r = request as usize;
-    let (q_start, q_end) = unsafe { (*qo_indptr.add(r), *qo_indptr.add(r + 1)) };
-    let (kv_start, kv_end) = unsafe { (*kv_indptr.add(r), *kv_indptr.add(r + 1)) };
+    // SAFETY: `request` < batch and both indptrs hold batch + 1 entries.
+    let (q_start, q_end, kv_start, kv_end) = unsafe {
+        (read_u32(p.qo_indptr, r), read_u32(p.qo_indptr, r + 1), read_u32(p.kv_indptr, r), read_u32(p.kv_indptr, r + 1))
+    };
     let (q_len, kv_len) = (q_end - q_start, kv_end - kv_start);
     let row0 = tile_q * ATTENTION_TILE_Q;
     let q_block = row0 / nonzero(p.block_q);
 
     if p.caching != 0 {
-        let segment = unsafe { (p.caching as *const u8).add(*(p.caching_indptr as *const u32).add(r) as usize) };
-        if !unsafe { symbol_bit(segment, caching_index(q_block, head, p.heads)) } {
+        // SAFETY: the symbol indptrs hold batch + 1 entries and each segment was validated
+        // against this request's nq·H bits.
+        let computed = unsafe {
+            let segment = (p.caching + read_u32(p.caching_indptr, r) as u64) as *const u8;
+            symbol_bit(segment, caching_index(q_block, head, p.heads))
+        };
+        if !computed {
             return; // cached: this block keeps whatever the output buffer holds
         }
     }
@@ -121,7 +133,8 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &At
         segment: if p.skip == 0 {
             core::ptr::null()
         } else {
-            unsafe { (p.skip as *const u8).add(*(p.skip_indptr as *const u32).add(r) as usize) }
+            // SAFETY: the S_s indptr holds batch + 1 entries.
+            (p.skip + unsafe { read_u32(p.skip_indptr, r) } as u64) as *const u8
         },
         row_base: skip_index(q_block, head, 0, p.heads, blocks(kv_len, p.block_kv)),
         block_kv: nonzero(p.block_kv),
@@ -135,12 +148,12 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &At
     let k_tile = |stage: u32| Tile::at(q_tile.end() + stage * stage_bytes, ATTENTION_TILE_KV, chunks);
     let v_tile = |stage: u32| Tile::at(q_tile.end() + (2 + stage) * stage_bytes, ATTENTION_TILE_KV, chunks);
 
+    // Global addresses as integers: forming them needs no `unsafe`, only the copies do.
     let q_rows = (q_start + row0) as u64;
-    let q_global = unsafe {
-        (p.q as *const u8).add(((q_rows * p.q_stride_token as u64 + head as u64 * p.q_stride_head as u64) * ELEMENT_BYTES) as usize)
-    };
-    let k_head = unsafe { (p.k as *const u8).add((head as u64 * p.k_stride_head as u64 * ELEMENT_BYTES) as usize) };
-    let v_head = unsafe { (p.v as *const u8).add((head as u64 * p.v_stride_head as u64 * ELEMENT_BYTES) as usize) };
+    let q_global =
+        (p.q + (q_rows * p.q_stride_token as u64 + head as u64 * p.q_stride_head as u64) * ELEMENT_BYTES) as *const u8;
+    let k_head = p.k + head as u64 * p.k_stride_head as u64 * ELEMENT_BYTES;
+    let v_head = p.v + head as u64 * p.v_stride_head as u64 * ELEMENT_BYTES;
     let k_row_bytes = p.k_stride_token as u64 * ELEMENT_BYTES;
     let v_row_bytes = p.v_stride_token as u64 * ELEMENT_BYTES;
     // Issues the copies of KV tile `tile` into stage `stage`.
@@ -149,8 +162,16 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &At
         let valid = kv_len - tile * ATTENTION_TILE_KV;
         // SAFETY: rows below `valid` are tokens of this request; the rest are zero-filled.
         unsafe {
-            k_tile(stage).load_async::<ATTENTION_THREADS>(k_head.add((first * k_row_bytes) as usize), k_row_bytes, valid);
-            v_tile(stage).load_async::<ATTENTION_THREADS>(v_head.add((first * v_row_bytes) as usize), v_row_bytes, valid);
+            k_tile(stage).load_async::<ATTENTION_THREADS>(
+                (k_head + first * k_row_bytes) as *const u8,
+                k_row_bytes,
+                valid,
+            );
+            v_tile(stage).load_async::<ATTENTION_THREADS>(
+                (v_head + first * v_row_bytes) as *const u8,
+                v_row_bytes,
+                valid,
+            );
         }
     };
 
@@ -195,7 +216,9 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &At
             let a = [E::pack(a[0], a[1]), E::pack(a[2], a[3]), E::pack(a[4], a[5]), E::pack(a[6], a[7])];
             for pair in 0..DT / 2 {
                 // SAFETY: the address lies in the current V stage, complete and visible.
-                let b = unsafe { ldmatrix_x4_trans(v_tile(stage).b_fragment_address_trans(16 * k as u32, 2 * pair as u32, lane)) };
+                let b = unsafe {
+                    ldmatrix_x4_trans(v_tile(stage).b_fragment_address_trans(16 * k as u32, 2 * pair as u32, lane))
+                };
                 E::mma(&mut o[2 * pair], &a, b[0], b[1]);
                 E::mma(&mut o[2 * pair + 1], &a, b[2], b[3]);
             }
@@ -282,14 +305,14 @@ unsafe fn write_output<E: MmaElement, const DT: usize>(
     warp_row: u32,
 ) {
     let mut inverse = [0f32; 2];
-    for row in 0..2 {
-        let mut sum = stats.sum[row];
+    for (row, (inverse, (&max, &partial))) in inverse.iter_mut().zip(stats.max.iter().zip(&stats.sum)).enumerate() {
+        let mut sum = partial;
         sum += shfl_xor(sum, 1);
         sum += shfl_xor(sum, 2);
-        inverse[row] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+        *inverse = if sum > 0.0 { 1.0 / sum } else { 0.0 };
         let local = warp_row + lane / 4 + 8 * row as u32;
-        if p.lse != 0 && lane % 4 == 0 && row0 + local < q_len {
-            let lse = if sum > 0.0 { stats.max[row] + log2(sum) } else { f32::NEG_INFINITY };
+        if p.lse != 0 && lane.is_multiple_of(4) && row0 + local < q_len {
+            let lse = if sum > 0.0 { max + log2(sum) } else { f32::NEG_INFINITY };
             let index = (q_start + row0 + local) as usize * p.heads as usize + head as usize;
             // SAFETY: the host sized the LSE buffer as [total_q, heads].
             unsafe { *(p.lse as *mut f32).add(index) = lse };

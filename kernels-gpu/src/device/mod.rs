@@ -2,6 +2,7 @@
 
 mod attention;
 mod element;
+mod gemm;
 mod ptx;
 mod tile;
 

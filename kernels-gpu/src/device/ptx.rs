@@ -197,3 +197,29 @@ pub fn shfl_xor(value: f32, mask: u32) -> f32 {
     };
     r
 }
+
+/// Loads one 32-bit word from shared memory.
+///
+/// # Safety
+/// `address` must be a 4-byte aligned shared address inside the CTA's allocation.
+#[inline(always)]
+pub unsafe fn ld_shared_b32(address: u32) -> u32 {
+    let r: u32;
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("ld.shared.b32 {0}, [{1}];", out(reg32) r, in(reg32) address, options(nostack, readonly)) };
+    r
+}
+
+/// Bit `i` set for every lane `i` of the warp whose `predicate` holds (`vote.sync.ballot`).
+#[inline(always)]
+pub fn ballot(predicate: bool) -> u32 {
+    let r: u32;
+    // SAFETY: all 32 lanes execute the vote together (full member mask); register-only.
+    unsafe {
+        asm!(
+            "{{ .reg .pred p; setp.ne.u32 p, {1}, 0; vote.sync.ballot.b32 {0}, p, 0xffffffff; }}",
+            out(reg32) r, in(reg32) predicate as u32, options(nostack, nomem)
+        )
+    };
+    r
+}

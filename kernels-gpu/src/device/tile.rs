@@ -50,11 +50,25 @@ impl Tile {
     /// The first `valid_rows` rows must be readable, 16-byte aligned device memory of
     /// `chunks * 16` bytes each; the tile must lie inside the CTA's shared memory.
     #[inline(always)]
-    pub unsafe fn load_async<const THREADS: u32>(
+    pub unsafe fn load_async<const THREADS: u32>(&self, global: *const u8, row_stride: u64, valid_rows: u32) {
+        // SAFETY: forwarded; every chunk of a valid row is valid.
+        unsafe { self.load_async_clipped::<THREADS>(global, row_stride, valid_rows, self.chunks) }
+    }
+
+    /// Like [`Tile::load_async`], and in addition chunks at or past `valid_chunks` of every
+    /// row are zero-filled (a ragged right edge, such as a GEMM's K tail).
+    ///
+    /// # Safety
+    /// In each of the first `valid_rows` rows, the first `valid_chunks` chunks must be
+    /// readable, 16-byte aligned device memory; the tile must lie inside the CTA's shared
+    /// memory.
+    #[inline(always)]
+    pub unsafe fn load_async_clipped<const THREADS: u32>(
         &self,
         global: *const u8,
         row_stride: u64,
         valid_rows: u32,
+        valid_chunks: u32,
     ) {
         let tid = thread_index();
         let mut i = 0;
@@ -62,8 +76,8 @@ impl Tile {
             let linear = tid + i * THREADS;
             let row = linear / self.chunks;
             let chunk = linear % self.chunks;
-            let (src, bytes) = if row < valid_rows {
-                // SAFETY: in bounds of the caller's valid rows.
+            let (src, bytes) = if row < valid_rows && chunk < valid_chunks {
+                // SAFETY: in bounds of the caller's valid rows and chunks.
                 (unsafe { global.add((row as u64 * row_stride + chunk as u64 * 16) as usize) }, 16)
             } else {
                 (global, 0)

@@ -35,17 +35,9 @@ pub fn logical_lengths(heads: u32, bq: u32, bk: u32, reqs: &[RequestShape]) -> (
 }
 
 pub fn case(max_requests: usize) -> impl Strategy<Value = Case> {
-    (
-        1u32..=4,
-        3u32..=64,
-        3u32..=64,
-        prop::collection::vec((0u32..=130, 0u32..=130), 0..=max_requests),
-    )
+    (1u32..=4, 2u32..=64, 2u32..=64, prop::collection::vec((0u32..=130, 0u32..=130), 0..=max_requests))
         .prop_flat_map(|(heads, bq, bk, lens)| {
-            let requests: Vec<RequestShape> = lens
-                .into_iter()
-                .map(|(q, k)| RequestShape::new(q, k))
-                .collect();
+            let requests: Vec<RequestShape> = lens.into_iter().map(|(q, k)| RequestShape::new(q, k)).collect();
             let (c, s) = logical_lengths(heads, bq, bk, &requests);
             (
                 Just((heads, bq, bk, requests)),
@@ -53,14 +45,12 @@ pub fn case(max_requests: usize) -> impl Strategy<Value = Case> {
                 prop::collection::vec(any::<bool>(), s),
             )
         })
-        .prop_map(
-            |((heads, block_q, block_kv, requests), caching, skip)| Case {
-                heads,
-                block_q,
-                block_kv,
-                requests,
-                caching,
-                skip,
-            },
-        )
+        .prop_map(|((heads, block_q, block_kv, requests), caching, skip)| Case {
+            heads,
+            block_q,
+            block_kv,
+            requests,
+            caching,
+            skip,
+        })
 }

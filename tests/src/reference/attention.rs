@@ -28,13 +28,7 @@ pub struct AttentionShape {
 impl AttentionShape {
     /// Builds the indptrs from per-request lengths.
     #[must_use]
-    pub fn from_requests(
-        heads: u32,
-        head_dim: u32,
-        block_q: u32,
-        block_kv: u32,
-        requests: &[RequestShape],
-    ) -> Self {
+    pub fn from_requests(heads: u32, head_dim: u32, block_q: u32, block_kv: u32, requests: &[RequestShape]) -> Self {
         let prefix = |f: fn(&RequestShape) -> u32| {
             std::iter::once(0)
                 .chain(requests.iter().scan(0u32, |acc, r| {
@@ -43,14 +37,7 @@ impl AttentionShape {
                 }))
                 .collect()
         };
-        Self {
-            heads,
-            head_dim,
-            block_q,
-            block_kv,
-            qo_indptr: prefix(|r| r.q_len),
-            kv_indptr: prefix(|r| r.kv_len),
-        }
+        Self { heads, head_dim, block_q, block_kv, qo_indptr: prefix(|r| r.q_len), kv_indptr: prefix(|r| r.kv_len) }
     }
 
     /// Number of requests `B`.
@@ -98,11 +85,7 @@ impl AttentionShape {
             assert!(ip.first() == Some(&0), "{name} must start with 0: {ip:?}");
             assert!(ip.windows(2).all(|w| w[0] <= w[1]), "{name} must be non-decreasing: {ip:?}");
         }
-        assert_eq!(
-            self.qo_indptr.len(),
-            self.kv_indptr.len(),
-            "qo_indptr and kv_indptr must have the same length"
-        );
+        assert_eq!(self.qo_indptr.len(), self.kv_indptr.len(), "qo_indptr and kv_indptr must have the same length");
     }
 }
 

@@ -1,0 +1,122 @@
+//! The GEMM epilogue shared by GEMM-Q and GEMM-O: f32 addends, rounding, and 16-byte stores
+//! through a swizzled shared-memory staging tile.
+//!
+//! 1. When the launch has a `C` matrix, its tile is copied (`cp.async`, edges zero-filled) into
+//!    the staging tile, which lives in the drained pipeline's shared memory.
+//! 2. Each lane adds `C` (read back from the staging tile) and the bias vector to its
+//!    accumulators in f32, rounds, and writes the pairs into the staging tile (the swizzle
+//!    makes both the 4-byte fragment accesses and the 16-byte row reads conflict-free).
+//! 3. The CTA writes the tile row by row with 16-byte stores, skipping rows and columns past
+//!    the matrix and every `(row, chunk)` the caller's predicate rejects.
+
+use super::{Accumulators, ELEMENT_BYTES, WARP_M, WARP_N};
+use crate::abi::{GEMM_THREADS, GEMM_TILE_M, GEMM_TILE_N, GEMM_WARPS_N, GemmParams};
+use crate::device::element::MmaElement;
+use crate::device::ptx::{
+    cp_async_commit, cp_async_wait, ld_shared_b32, ld_shared_v4, st_global_v4, st_shared_b32, sync_threads,
+    thread_index,
+};
+use crate::device::tile::Tile;
+
+/// 16-byte chunks per output tile row.
+const OUT_CHUNKS: u32 = GEMM_TILE_N / 8;
+
+/// Writes the CTA's output tile at (`m0`, `n0`): `out = acc + C + bias` (the addends a launch
+/// has), rounded to the element type. Row `r` / chunk `j` of the tile (columns
+/// `n0 + 8j … n0 + 8j + 7`) is written only if it exists and `writable(r, j)` holds.
+///
+/// Must be called by all threads of the CTA, after [`super::mainloop::mainloop`] (its shared
+/// memory is reused).
+///
+/// # Safety
+/// `p` must describe a launch the host validated (buffer sizes, 16-byte aligned rows, a bias
+/// holding `n` elements); `smem` must be the base of the CTA's dynamic shared memory.
+#[inline(always)]
+pub(super) unsafe fn epilogue<E: MmaElement>(
+    p: &GemmParams,
+    acc: &Accumulators,
+    m0: u32,
+    n0: u32,
+    smem: u32,
+    writable: impl Fn(u32, u32) -> bool,
+) {
+    let tid = thread_index();
+    let lane = tid % 32;
+    let warp = tid / 32;
+    let a_row0 = (warp / GEMM_WARPS_N) * WARP_M;
+    let w_row0 = (warp % GEMM_WARPS_N) * WARP_N;
+    let rows = (p.m - m0).min(GEMM_TILE_M);
+    let chunks = ((p.n - n0) / 8).min(OUT_CHUNKS);
+    let row_bytes = p.n as u64 * ELEMENT_BYTES;
+    let corner = (m0 as u64 * p.n as u64 + n0 as u64) * ELEMENT_BYTES;
+    let staging = Tile::at(smem, GEMM_TILE_M, OUT_CHUNKS);
+
+    let has_c = p.c != 0;
+    if has_c {
+        // SAFETY: rows below `rows` and chunks below `chunks` lie inside C ([m, n]); the rest
+        // is zero-filled.
+        unsafe {
+            staging.load_async_clipped::<GEMM_THREADS>(
+                (p.c as *const u8).add(corner as usize),
+                row_bytes,
+                rows,
+                chunks,
+            );
+        }
+        cp_async_commit();
+        cp_async_wait::<0>();
+        sync_threads();
+    }
+
+    // The bias of this lane's column pairs (zero past the matrix).
+    let mut bias = [[0f32; 2]; super::NT];
+    if p.bias != 0 {
+        for (nt, pair) in bias.iter_mut().enumerate() {
+            let col = n0 + w_row0 + 8 * nt as u32 + 2 * (lane % 4);
+            if col < p.n {
+                // SAFETY: `col` is even and below `n`, and `n` is a multiple of 8, so both
+                // elements are inside the bias, whose address is 4-byte aligned.
+                *pair = E::unpack(unsafe { *(p.bias as *const u32).add(col as usize / 2) });
+            }
+        }
+    }
+
+    for (mt, row_tiles) in acc.iter().enumerate() {
+        for (nt, fragment) in row_tiles.iter().enumerate() {
+            let col = w_row0 + 8 * nt as u32 + 2 * (lane % 4);
+            for half in 0..2 {
+                let row = a_row0 + 16 * mt as u32 + lane / 4 + 8 * half as u32;
+                let address = staging.chunk_address(row, col / 8) + (col % 8) * ELEMENT_BYTES as u32;
+                let mut lo = fragment[2 * half] + bias[nt][0];
+                let mut hi = fragment[2 * half + 1] + bias[nt][1];
+                if has_c {
+                    // SAFETY: the address lies in the staging tile, loaded and visible.
+                    let [c_lo, c_hi] = E::unpack(unsafe { ld_shared_b32(address) });
+                    lo += c_lo;
+                    hi += c_hi;
+                }
+                // SAFETY: the address lies in the staging tile; this lane is the only one
+                // reading or writing these 4 bytes.
+                unsafe { st_shared_b32(address, E::pack(lo, hi)) };
+            }
+        }
+    }
+    sync_threads();
+
+    let out = p.out as *mut u8;
+    let mut i = 0;
+    while i < GEMM_TILE_M * OUT_CHUNKS / GEMM_THREADS {
+        let linear = tid + i * GEMM_THREADS;
+        let (row, chunk) = (linear / OUT_CHUNKS, linear % OUT_CHUNKS);
+        if row < rows && chunk < chunks && writable(row, chunk) {
+            // SAFETY: the chunk was staged above; the destination is element
+            // (m0 + row, n0 + 8·chunk) of the [m, n] output, 16-byte aligned.
+            unsafe {
+                let value = ld_shared_v4(staging.chunk_address(row, chunk));
+                let dst = out.add((corner + row as u64 * row_bytes + chunk as u64 * 16) as usize);
+                st_global_v4(dst, value);
+            }
+        }
+        i += 1;
+    }
+}

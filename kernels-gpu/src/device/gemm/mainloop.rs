@@ -1,0 +1,174 @@
+//! The GEMM main loop shared by GEMM-Q and GEMM-O: a multi-stage `cp.async` pipeline of
+//! swizzled A and W tiles and the `ldmatrix` + `mma.sync` compute on them.
+//!
+//! Pipeline (S = `GEMM_STAGES`, one commit group per k-tile, empty groups keep the count):
+//! ```text
+//! prologue: load tiles 0 … S-2 into stages 0 … S-2
+//! for i in 0..count:
+//!     wait until tile i has landed (≤ S-2 groups pending); barrier
+//!         (the barrier also proves every warp is done with tile i-1's stage)
+//!     load tile i+S-1 into the stage tile i-1 used
+//!     multiply tile i
+//! ```
+
+use super::{Accumulators, ELEMENT_BYTES, K_CHUNKS, MT, NT, WARP_M, WARP_N};
+use crate::abi::{GEMM_STAGES, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GEMM_WARPS_N, gemm_stage_bytes};
+use crate::device::element::MmaElement;
+use crate::device::ptx::{cp_async_commit, cp_async_wait, ldmatrix_x4, sync_threads, thread_index};
+use crate::device::tile::Tile;
+
+/// Which k-tiles the main loop multiplies, in order. Called exactly once per executed k-tile,
+/// in increasing order, so an implementation can walk with a cursor instead of decoding.
+pub(super) trait KWalk {
+    /// The first reduction index (a multiple of `GEMM_TILE_K`) of the next k-tile.
+    fn next_k(&mut self) -> u32;
+}
+
+/// Every k-tile in order (dense reduction).
+pub(super) struct AllTiles {
+    /// Reduction index of the next tile.
+    pub k: u32,
+}
+
+impl KWalk for AllTiles {
+    #[inline(always)]
+    fn next_k(&mut self) -> u32 {
+        let k = self.k;
+        self.k += GEMM_TILE_K;
+        k
+    }
+}
+
+/// The CTA's slices of the two operands.
+pub(super) struct Operands {
+    /// Row `m0` of A.
+    pub a: *const u8,
+    /// Row `n0` of W.
+    pub w: *const u8,
+    /// Bytes per row of A and of W (`k · 2`).
+    pub row_bytes: u64,
+    /// Rows of A from `m0` on that exist (`m - m0`); the others are zero-filled.
+    pub a_rows: u32,
+    /// Rows of W from `n0` on that exist (`n - n0`); the others are zero-filled.
+    pub w_rows: u32,
+    /// Reduction length; chunks past it are zero-filled.
+    pub k: u32,
+}
+
+/// The A tile of pipeline stage `stage`.
+#[inline(always)]
+fn a_tile(smem: u32, stage: u32) -> Tile {
+    Tile::at(smem + stage * gemm_stage_bytes(), GEMM_TILE_M, K_CHUNKS)
+}
+
+/// The W tile of pipeline stage `stage`.
+#[inline(always)]
+fn w_tile(smem: u32, stage: u32) -> Tile {
+    Tile::at(a_tile(smem, stage).end(), GEMM_TILE_N, K_CHUNKS)
+}
+
+/// The stage after `stage`, cyclically.
+#[inline(always)]
+fn next_stage(stage: u32) -> u32 {
+    if stage + 1 == GEMM_STAGES { 0 } else { stage + 1 }
+}
+
+/// Multiplies `count` k-tiles chosen by `walk` into fresh f32 accumulators; this warp's part of
+/// the CTA tile. On return every copy has landed and every warp has passed a barrier after its
+/// last shared-memory read, so the caller may reuse the pipeline's shared memory.
+///
+/// Must be called by all threads of the CTA with CTA-uniform `count`.
+///
+/// # Safety
+/// `ops` must describe readable operands (rows below `a_rows`/`w_rows`, reduction indices
+/// below `k`, 16-byte aligned rows); `walk` must yield `count` k-tile starts below `k`;
+/// `smem` must be the base of `GEMM_STAGES` stages of dynamic shared memory.
+#[inline(always)]
+pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk>(
+    ops: &Operands,
+    count: u32,
+    walk: &mut W,
+    smem: u32,
+) -> Accumulators {
+    let tid = thread_index();
+    let lane = tid % 32;
+    let warp = tid / 32;
+    let a_row0 = (warp / GEMM_WARPS_N) * WARP_M;
+    let w_row0 = (warp % GEMM_WARPS_N) * WARP_N;
+
+    // Issues the copies of the k-tile starting at reduction index `k0` into `stage`.
+    let load = |stage: u32, k0: u32| {
+        let chunks = ((ops.k - k0) / 8).min(K_CHUNKS);
+        let offset = k0 as usize * ELEMENT_BYTES as usize;
+        // SAFETY: rows below a_rows/w_rows and chunks below `chunks` are inside the operands
+        // (guaranteed by the caller); everything else is zero-filled, not read.
+        unsafe {
+            a_tile(smem, stage).load_async_clipped::<GEMM_THREADS>(
+                ops.a.add(offset),
+                ops.row_bytes,
+                ops.a_rows,
+                chunks,
+            );
+            w_tile(smem, stage).load_async_clipped::<GEMM_THREADS>(
+                ops.w.add(offset),
+                ops.row_bytes,
+                ops.w_rows,
+                chunks,
+            );
+        }
+    };
+
+    let mut stage = 0;
+    while stage < GEMM_STAGES - 1 {
+        if stage < count {
+            load(stage, walk.next_k());
+        }
+        cp_async_commit();
+        stage += 1;
+    }
+
+    let mut acc = [[[0f32; 4]; NT]; MT];
+    let mut read = 0;
+    let mut write = GEMM_STAGES - 1;
+    let mut i = 0;
+    while i < count {
+        cp_async_wait::<{ GEMM_STAGES - 2 }>();
+        sync_threads();
+        if i + GEMM_STAGES - 1 < count {
+            load(write, walk.next_k());
+        }
+        cp_async_commit();
+        multiply::<E>(&mut acc, &a_tile(smem, read), &w_tile(smem, read), a_row0, w_row0, lane);
+        read = next_stage(read);
+        write = next_stage(write);
+        i += 1;
+    }
+    cp_async_wait::<0>();
+    sync_threads();
+    acc
+}
+
+/// `acc += A_tile[a_row0.., :] · W_tile[w_row0.., :]ᵀ` for this warp's `WARP_M × WARP_N` block.
+#[inline(always)]
+fn multiply<E: MmaElement>(acc: &mut Accumulators, a: &Tile, w: &Tile, a_row0: u32, w_row0: u32, lane: u32) {
+    let mut kk = 0;
+    while kk < GEMM_TILE_K / 16 {
+        let mut a_frag = [[0u32; 4]; MT];
+        for (mt, frag) in a_frag.iter_mut().enumerate() {
+            // SAFETY: the address lies in this stage's A tile, complete and visible.
+            *frag = unsafe { ldmatrix_x4(a.a_fragment_address(a_row0 + 16 * mt as u32, 2 * kk, lane)) };
+        }
+        let mut w_frag = [[0u32; 4]; NT / 2];
+        for (pair, frag) in w_frag.iter_mut().enumerate() {
+            // SAFETY: the address lies in this stage's W tile, complete and visible.
+            *frag = unsafe { ldmatrix_x4(w.b_fragment_address(w_row0 + 16 * pair as u32, 2 * kk, lane)) };
+        }
+        for (mt, row) in acc.iter_mut().enumerate() {
+            for (nt, tile) in row.iter_mut().enumerate() {
+                let b = &w_frag[nt / 2];
+                E::mma(tile, &a_frag[mt], b[2 * (nt % 2)], b[2 * (nt % 2) + 1]);
+            }
+        }
+        kk += 1;
+    }
+}

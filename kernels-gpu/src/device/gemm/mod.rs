@@ -1,0 +1,62 @@
+//! Sparse GEMMs around attention, on `mma.sync` tensor cores: GEMM-Q ([`q`]) and GEMM-O
+//! ([`o`]).
+//!
+//! Both are `out = addend + A·Wᵀ` with `A` `[M, K]` and `W` `[N, K]` row-major, and share one
+//! CTA design (`GEMM_TILE_M × GEMM_TILE_N` output tile, `GEMM_TILE_K`-deep k-tiles):
+//! - [`mainloop`]: a `GEMM_STAGES`-deep `cp.async` pipeline over swizzled shared-memory tiles
+//!   feeding `ldmatrix.x4` + `mma.sync.m16n8k16` with f32 accumulators. *Which* k-tiles it
+//!   walks is a parameter ([`mainloop::KWalk`]): GEMM-Q walks all of them, GEMM-O only the
+//!   slices of the heads it selected once, up front.
+//! - [`epilogue`]: adds the f32 bias vector and/or the `C` tile to the accumulators, rounds,
+//!   stages the tile through shared memory and writes it with 16-byte stores, each
+//!   `(row, 8-column chunk)` filtered by a predicate (GEMM-Q: "its (q block, head) is
+//!   computed"; GEMM-O: always).
+
+mod epilogue;
+mod mainloop;
+mod o;
+mod q;
+
+use core::num::NonZeroU32;
+
+use crate::abi::{GEMM_STAGES, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N};
+
+/// Bytes per element of every instantiated type.
+const ELEMENT_BYTES: u64 = 2;
+/// 16-byte chunks per k-tile row (8: what the `Tile` swizzle needs).
+const K_CHUNKS: u32 = GEMM_TILE_K / 8;
+/// Output rows of one warp.
+const WARP_M: u32 = GEMM_TILE_M / GEMM_WARPS_M;
+/// Output columns of one warp.
+const WARP_N: u32 = GEMM_TILE_N / GEMM_WARPS_N;
+/// m16 tiles per warp.
+const MT: usize = WARP_M as usize / 16;
+/// n8 tiles per warp.
+const NT: usize = WARP_N as usize / 8;
+
+const _: () = assert!(K_CHUNKS == 8, "the Tile swizzle needs 8 chunks per row");
+const _: () = assert!(WARP_M % 16 == 0 && WARP_N % 16 == 0, "warp tiles are made of m16 × n16 blocks");
+const _: () = assert!(GEMM_STAGES >= 2, "the pipeline needs at least two stages");
+const _: () = assert!(
+    GEMM_TILE_M * GEMM_TILE_N * ELEMENT_BYTES as u32 <= GEMM_STAGES * crate::abi::gemm_stage_bytes(),
+    "the epilogue stages the output tile in the pipeline's shared memory"
+);
+
+/// A warp's f32 accumulators: `[m16 tile][n8 tile][mma C fragment]`.
+type Accumulators = [[[f32; 4]; NT]; MT];
+
+/// A divisor the host guarantees to be nonzero, as a type whose division cannot panic.
+#[inline(always)]
+fn nonzero(divisor: u32) -> NonZeroU32 {
+    NonZeroU32::new(divisor).unwrap_or(NonZeroU32::MIN)
+}
+
+/// Reads bit `index` of a packed LSB-first symbol segment.
+///
+/// # Safety
+/// `segment` must hold at least `index / 8 + 1` readable bytes.
+#[inline(always)]
+unsafe fn symbol_bit(segment: *const u8, index: u32) -> bool {
+    // SAFETY: guaranteed by the caller.
+    unsafe { (*segment.add((index / 8) as usize) >> (index % 8)) & 1 != 0 }
+}

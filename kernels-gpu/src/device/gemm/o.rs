@@ -1,0 +1,132 @@
+//! GEMM-O: the output projection with the reduction axis `K = H·D` split by head.
+//!
+//! - Cache mode: `C = b + Σ_{h : S_c(qb, h) = 0} A_h·W_hᵀ` (the heads that will be cached).
+//! - Active mode: `Y = C + Σ_{h : S_c(qb, h) = 1} A_h·W_hᵀ` (the heads computed now).
+//!
+//! A CTA's rows lie in one query block (the host requires `token_offset` and `block_q` to be
+//! multiples of `GEMM_TILE_M`). Before the main loop, warp-wide ballots over the S_c row turn
+//! it into a compact list of the selected heads' first reduction indices in shared memory;
+//! the pipeline then walks `D / GEMM_TILE_K` k-tiles per listed head with a cursor, so no
+//! symbol is decoded inside the loop. Every output tile is written, also when no head is
+//! selected (then it is the bias or `C` tile).
+
+use super::epilogue::epilogue;
+use super::mainloop::{KWalk, Operands, mainloop};
+use super::{ELEMENT_BYTES, nonzero, symbol_bit};
+use crate::abi::{
+    GEMM_O_MODE_ACTIVE, GEMM_STAGES, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GemmParams, gemm_stage_bytes,
+};
+use crate::device::element::{Bf16, F16, MmaElement};
+use crate::device::ptx::{
+    ballot, block_index_x, block_index_y, ld_shared_b32, shared_base, st_shared_b32, sync_threads, thread_index,
+};
+
+/// Walks the k-tiles of the listed heads: `tiles_per_head` consecutive tiles from each
+/// entry's first reduction index.
+struct HeadWalk {
+    /// Shared address of the list (`u32` reduction index per selected head).
+    list: u32,
+    /// Current list entry.
+    entry: u32,
+    /// K-tile within the current head.
+    tile: u32,
+    tiles_per_head: u32,
+    /// First reduction index of the current head.
+    head_k: u32,
+}
+
+impl KWalk for HeadWalk {
+    #[inline(always)]
+    fn next_k(&mut self) -> u32 {
+        if self.tile == 0 {
+            // SAFETY: the main loop asks for `selected · tiles_per_head` tiles, so `entry` is
+            // below the number of entries written (and visible after the barrier).
+            self.head_k = unsafe { ld_shared_b32(self.list + 4 * self.entry) };
+        }
+        let k = self.head_k + self.tile * GEMM_TILE_K;
+        self.tile += 1;
+        if self.tile == self.tiles_per_head {
+            self.tile = 0;
+            self.entry += 1;
+        }
+        k
+    }
+}
+
+/// Computes CTA `(column tile, row tile)` of a GEMM-O launch.
+///
+/// # Safety
+/// `p` must describe buffers and symbols validated by the host launcher (see
+/// [`GemmParams`]; in addition `heads ≤ GEMM_MAX_HEADS`, `head_dim` a multiple of
+/// `GEMM_TILE_K`, `token_offset` and `block_q` multiples of `GEMM_TILE_M`); the launch must
+/// use the grid, threads and shared memory documented there.
+#[inline(always)]
+unsafe fn gemm_o<E: MmaElement>(p: &GemmParams) {
+    let tid = thread_index();
+    let lane = tid % 32;
+    let warp = tid / 32;
+    let n0 = block_index_x() * GEMM_TILE_N;
+    let m0 = block_index_y() * GEMM_TILE_M;
+    let smem = shared_base();
+    let list = smem + GEMM_STAGES * gemm_stage_bytes();
+    let segment = p.caching as *const u8;
+    let q_block = (p.token_offset + m0) / nonzero(p.block_q);
+    let want_computed = p.mode == GEMM_O_MODE_ACTIVE;
+
+    // Every warp ballots the S_c row 32 heads at a time (so each knows the count); warp 0
+    // writes the list.
+    let mut selected = 0;
+    let mut base = 0;
+    while base < p.heads {
+        let head = base + lane;
+        // SAFETY: the host checked that request 0 covers tokens up to token_offset + m, so
+        // the segment holds the bits of this row block's q block for every head.
+        let take = head < p.heads
+            && (segment.is_null() || unsafe { symbol_bit(segment, q_block * p.heads + head) }) == want_computed;
+        let mask = ballot(take);
+        if warp == 0 && take {
+            let slot = selected + (mask & ((1u32 << lane) - 1)).count_ones();
+            // SAFETY: `slot < heads ≤ GEMM_MAX_HEADS`, inside the list region the host sized.
+            unsafe { st_shared_b32(list + 4 * slot, head * p.head_dim) };
+        }
+        selected += mask.count_ones();
+        base += 32;
+    }
+    sync_threads();
+
+    let tiles_per_head = p.head_dim / GEMM_TILE_K;
+    let mut walk = HeadWalk { list, entry: 0, tile: 0, tiles_per_head, head_k: 0 };
+    let row_bytes = p.k as u64 * ELEMENT_BYTES;
+    let ops = Operands {
+        // SAFETY: rows m0 and n0 exist (the grid covers m and n), so these are in bounds.
+        a: unsafe { (p.a as *const u8).add((m0 as u64 * row_bytes) as usize) },
+        // SAFETY: as above.
+        w: unsafe { (p.w as *const u8).add((n0 as u64 * row_bytes) as usize) },
+        row_bytes,
+        a_rows: p.m - m0,
+        w_rows: p.n - n0,
+        k: p.k,
+    };
+    // SAFETY: every listed head's slice lies below k; shared memory is sized by the host for
+    // the pipeline plus the list.
+    let acc = unsafe { mainloop::<E, _>(&ops, selected * tiles_per_head, &mut walk, smem) };
+    // SAFETY: as for the main loop; GEMM-O writes every element.
+    unsafe { epilogue::<E>(p, &acc, m0, n0, smem, |_, _| true) };
+}
+
+macro_rules! gemm_o_entry {
+    ($name:ident, $element:ty) => {
+        /// Kernel entry: see [`gemm_o`].
+        ///
+        /// # Safety
+        /// Launched only by the host crate with a validated [`GemmParams`].
+        #[unsafe(no_mangle)]
+        pub unsafe extern "ptx-kernel" fn $name(params: GemmParams) {
+            // SAFETY: forwarded from the entry's contract.
+            unsafe { gemm_o::<$element>(&params) }
+        }
+    };
+}
+
+gemm_o_entry!(flashomni_gemm_o_bf16, Bf16);
+gemm_o_entry!(flashomni_gemm_o_f16, F16);

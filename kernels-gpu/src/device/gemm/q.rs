@@ -1,0 +1,96 @@
+//! GEMM-Q: the Q projection `Y = X·Wᵀ + b` that computes only what attention will read.
+//!
+//! Row `r` of X is query token `token_offset + r` (query block `qb(r)`), column `c` of Y
+//! belongs to head `c / head_dim`. A CTA first decodes the S_c bits of every (q block, head)
+//! pair its tile touches: with none computed it returns before any load; otherwise it runs
+//! the dense main loop and writes exactly the `(row, 8-column chunk)`s whose pair is computed
+//! (head boundaries are multiples of 8 columns, so a chunk lies in one head). Cached elements
+//! keep the output buffer's contents.
+
+use super::epilogue::epilogue;
+use super::mainloop::{AllTiles, Operands, mainloop};
+use super::{ELEMENT_BYTES, nonzero, symbol_bit};
+use crate::abi::{GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GemmParams};
+use crate::device::element::{Bf16, F16, MmaElement};
+use crate::device::ptx::{block_index_x, block_index_y, shared_base};
+
+/// Computes CTA `(column tile, row tile)` of a GEMM-Q launch.
+///
+/// # Safety
+/// `p` must describe buffers and symbols validated by the host launcher (see
+/// [`GemmParams`]); the launch must use the grid, threads and shared memory documented there.
+#[inline(always)]
+unsafe fn gemm_q<E: MmaElement>(p: &GemmParams) {
+    let n0 = block_index_x() * GEMM_TILE_N;
+    let m0 = block_index_y() * GEMM_TILE_M;
+    let rows = (p.m - m0).min(GEMM_TILE_M);
+    let cols = (p.n - n0).min(GEMM_TILE_N);
+    let block_q = nonzero(p.block_q);
+    let head_dim = nonzero(p.head_dim);
+    let segment = p.caching as *const u8;
+    let first_token = p.token_offset + m0;
+
+    // Which of the tile's (q block, head) pairs are computed: any → run, all → no filtering.
+    let (mut any, mut all) = (true, true);
+    if !segment.is_null() {
+        any = false;
+        let (qb_first, qb_last) = (first_token / block_q, (first_token + rows - 1) / block_q);
+        let (head_first, head_last) = (n0 / head_dim, (n0 + cols - 1) / head_dim);
+        let mut qb = qb_first;
+        while qb <= qb_last {
+            let mut head = head_first;
+            while head <= head_last {
+                // SAFETY: the host checked that request 0 covers tokens up to
+                // token_offset + m, so the segment holds every (qb, head) bit of the grid.
+                let bit = unsafe { symbol_bit(segment, qb * p.heads + head) };
+                any |= bit;
+                all &= bit;
+                head += 1;
+            }
+            qb += 1;
+        }
+    }
+    if !any {
+        return; // every pair is cached: the tile keeps the output buffer's contents
+    }
+
+    let row_bytes = p.k as u64 * ELEMENT_BYTES;
+    let ops = Operands {
+        // SAFETY: rows m0 and n0 exist (the grid covers m and n), so these are in bounds.
+        a: unsafe { (p.a as *const u8).add((m0 as u64 * row_bytes) as usize) },
+        // SAFETY: as above.
+        w: unsafe { (p.w as *const u8).add((n0 as u64 * row_bytes) as usize) },
+        row_bytes,
+        a_rows: p.m - m0,
+        w_rows: p.n - n0,
+        k: p.k,
+    };
+    let smem = shared_base();
+    // SAFETY: the operands and walk cover the validated buffers; shared memory is sized by
+    // the host for the pipeline.
+    let acc = unsafe { mainloop::<E, _>(&ops, p.k.div_ceil(GEMM_TILE_K), &mut AllTiles { k: 0 }, smem) };
+    let writable = |row: u32, chunk: u32| {
+        // SAFETY: `row` and `chunk` lie inside the matrix (checked by the epilogue first),
+        // so the bit is inside the segment as above.
+        all || unsafe { symbol_bit(segment, (first_token + row) / block_q * p.heads + (n0 + 8 * chunk) / head_dim) }
+    };
+    // SAFETY: as for the main loop.
+    unsafe { epilogue::<E>(p, &acc, m0, n0, smem, writable) };
+}
+
+macro_rules! gemm_q_entry {
+    ($name:ident, $element:ty) => {
+        /// Kernel entry: see [`gemm_q`].
+        ///
+        /// # Safety
+        /// Launched only by the host crate with a validated [`GemmParams`].
+        #[unsafe(no_mangle)]
+        pub unsafe extern "ptx-kernel" fn $name(params: GemmParams) {
+            // SAFETY: forwarded from the entry's contract.
+            unsafe { gemm_q::<$element>(&params) }
+        }
+    };
+}
+
+gemm_q_entry!(flashomni_gemm_q_bf16, Bf16);
+gemm_q_entry!(flashomni_gemm_q_f16, F16);

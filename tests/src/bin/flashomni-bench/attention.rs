@@ -1,0 +1,97 @@
+//! Attention benchmark cases: B = 1, H = 24, D = 128, bf16; dense, random S_s densities,
+//! and S_c cache ratios at full KV.
+
+use anyhow::Result;
+use flashomni::{AttentionArgs, AttentionConfig, AttentionPlan, DeviceArray, DeviceSymbols, Engine};
+use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
+use flashomni_tests::random::{random_symbols, seeded_rng};
+use half::bf16;
+use rand::Rng;
+
+use crate::Options;
+use crate::report::Row;
+use crate::timing::median_ms;
+
+const HEADS: u32 = 24;
+const HEAD_DIM: u32 = 128;
+/// KV densities measured at cache ratio 0.
+pub const DENSITIES: [f64; 4] = [1.0, 0.5, 0.25, 0.1];
+/// Cache ratios measured at KV density 1.
+const CACHE_RATIOS: [f64; 2] = [0.5, 0.9];
+
+/// FLOPs the kept work needs: 4·D per (query row, kept key) of every computed block.
+fn kept_flops(symbols: &PackedSymbols, tokens: u32) -> f64 {
+    let view = symbols.view();
+    let geometry = view.geometry();
+    let (nq, nk) = (geometry.num_q_blocks(0), geometry.num_kv_blocks(0));
+    let block = geometry.block_q();
+    let mut pairs = 0f64;
+    for qb in 0..nq {
+        let rows = (tokens - qb * block).min(block) as f64;
+        for h in 0..HEADS {
+            if !view.compute(0, qb, h) {
+                continue;
+            }
+            for kb in 0..nk {
+                if view.attend(0, qb, h, kb) {
+                    pairs += rows * (tokens - kb * block).min(block) as f64;
+                }
+            }
+        }
+    }
+    4.0 * HEAD_DIM as f64 * pairs
+}
+
+/// Runs every attention case and returns one row per case.
+pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut rng = seeded_rng(0xbe4c);
+    for &n in &options.sizes {
+        let plan = AttentionPlan::new(engine, AttentionConfig::new(HEADS, HEAD_DIM), &[0, n], &[0, n])?;
+        let len = plan.q_elements();
+        let random = |rng: &mut rand::rngs::StdRng| -> Result<DeviceArray<bf16>> {
+            let values: Vec<bf16> = (0..len).map(|_| bf16::from_f32(rng.gen_range(-2.0f32..2.0))).collect();
+            Ok(DeviceArray::from_host(&values)?)
+        };
+        let (q, k, v) = (random(&mut rng)?, random(&mut rng)?, random(&mut rng)?);
+        let mut out = DeviceArray::<bf16>::uninitialized(len)?;
+        let requests = [RequestShape::new(n, n)];
+        let geometry = SymbolGeometry::new(HEADS, 128, 128, &requests)?;
+        let cases = DENSITIES.iter().map(|&d| (d, 0.0)).chain(CACHE_RATIOS.iter().map(|&c| (1.0, c)));
+        for (density, cache_ratio) in cases {
+            let symbols = if density == 1.0 && cache_ratio == 0.0 {
+                PackedSymbols::dense(&geometry)
+            } else {
+                random_symbols(&mut rng, &geometry, density, cache_ratio)
+            };
+            let stats = symbols.view().stats();
+            let device_symbols = DeviceSymbols::upload(&symbols.view())?;
+            let dense = density == 1.0 && cache_ratio == 0.0;
+            let ms = median_ms(engine.stream(), options.warmup, options.iters, || {
+                let args = AttentionArgs {
+                    q: q.view(),
+                    k: k.view(),
+                    v: v.view(),
+                    out: out.view_mut(),
+                    lse: None,
+                    symbols: (!dense).then_some(&device_symbols),
+                };
+                Ok(engine.attention(&plan, args, engine.stream())?)
+            })?;
+            let flops = kept_flops(&symbols, n);
+            rows.push(Row {
+                op: "attention",
+                n,
+                heads: HEADS,
+                dim: HEAD_DIM,
+                kv_density: stats.kv_density(),
+                cache_ratio: stats.caching_ratio(),
+                requested_density: density,
+                ms,
+                tflops: flops / ms / 1e9,
+            });
+            eprintln!("bench: attention n={n} density={density} cache={cache_ratio}: {ms:.3} ms");
+        }
+    }
+    Ok(rows)
+}

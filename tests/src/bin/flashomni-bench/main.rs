@@ -1,0 +1,83 @@
+//! `flashomni-bench`: times FlashOmni kernels and the anchors in one GPU session.
+//!
+//! ```text
+//! flashomni-bench [attention] [gemm] [--anchors anchors.py] [--n 4608,16896] [--out FILE]
+//!                 [--commit SHA] [--iters 20] [--warmup 5]
+//! ```
+//! Each measurement is the median of `--iters` CUDA-event timings after `--warmup` untimed
+//! runs, on random inputs. The anchors (PyTorch SDPA, FlexAttention, cuBLAS) run from
+//! `anchors.py` in the same session; the table reports our time against them and every row
+//! is appended to the JSON Lines file.
+
+mod anchors;
+mod attention;
+mod report;
+mod timing;
+
+use anyhow::{Context, Result, bail};
+use flashomni::Engine;
+
+/// Parsed command line.
+pub struct Options {
+    ops: Vec<String>,
+    anchors: Option<String>,
+    sizes: Vec<u32>,
+    out: String,
+    commit: String,
+    iters: usize,
+    warmup: usize,
+}
+
+fn parse_options() -> Result<Options> {
+    let mut options = Options {
+        ops: Vec::new(),
+        anchors: None,
+        sizes: vec![4608, 16896, 33792],
+        out: "bench/results/bench.jsonl".into(),
+        commit: option_env!("FLASHOMNI_GIT_COMMIT").unwrap_or("unknown").into(),
+        iters: 20,
+        warmup: 5,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--anchors" => options.anchors = Some(value()?),
+            "--n" => options.sizes = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?,
+            "--out" => options.out = value()?,
+            "--commit" => options.commit = value()?,
+            "--iters" => options.iters = value()?.parse()?,
+            "--warmup" => options.warmup = value()?.parse()?,
+            "attention" | "gemm" => options.ops.push(arg),
+            other => bail!("unknown argument `{other}`"),
+        }
+    }
+    if options.ops.is_empty() {
+        options.ops = vec!["attention".into(), "gemm".into()];
+    }
+    Ok(options)
+}
+
+fn main() -> Result<()> {
+    let options = parse_options()?;
+    let engine = Engine::new(0).context("the benchmark needs a GPU")?;
+    let gpu = engine.device_name()?;
+    eprintln!("bench: {gpu}, module {:?}, {} SMs", engine.arch(), engine.multiprocessors());
+    let mut rows = Vec::new();
+    if options.ops.iter().any(|op| op == "attention") {
+        rows.extend(attention::run(&engine, &options)?);
+    }
+    if options.ops.iter().any(|op| op == "gemm") {
+        eprintln!("bench: gemm is not measured by this build");
+    }
+    let anchor_rows = match &options.anchors {
+        Some(script) => anchors::run(script, &options)?,
+        None => {
+            eprintln!("bench: no --anchors script given; ratios are omitted");
+            Vec::new()
+        }
+    };
+    report::print_table(&rows, &anchor_rows);
+    report::append_jsonl(&options.out, &rows, &anchor_rows, &gpu, &options.commit)?;
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! GPU test harness: an engine when a GPU is present, a visible skip when not.
+//!
+//! `FLASHOMNI_REQUIRE_GPU=1` turns a skip into a failure, so a run on a GPU machine cannot
+//! pass by silently testing nothing.
+
+use flashomni::{DeviceArray, Element, Engine};
+
+/// The variable that makes a missing GPU a test failure.
+pub const REQUIRE_GPU: &str = "FLASHOMNI_REQUIRE_GPU";
+
+/// Whether `FLASHOMNI_REQUIRE_GPU` asks for a GPU.
+pub fn gpu_required() -> bool {
+    std::env::var(REQUIRE_GPU).is_ok_and(|value| !value.is_empty() && value != "0")
+}
+
+/// An engine on device 0, or `None` after printing why the calling test is skipped.
+///
+/// # Panics
+/// When no engine can be created and `FLASHOMNI_REQUIRE_GPU` is set.
+pub fn engine_or_skip(test: &str) -> Option<Engine> {
+    match Engine::new(0) {
+        Ok(engine) => Some(engine),
+        Err(err) if gpu_required() => panic!("{test}: {REQUIRE_GPU} is set but no GPU is usable: {err}"),
+        Err(err) => {
+            eprintln!("SKIPPED {test}: no GPU ({err}); set {REQUIRE_GPU}=1 to make this a failure");
+            None
+        }
+    }
+}
+
+/// The bit pattern written into outputs before a launch: all ones, a NaN in bf16, f16 and
+/// f32, so an element the kernel should have written but did not cannot pass a comparison.
+pub const POISON_BYTE: u8 = 0xFF;
+
+/// Allocates an output array of `len` elements filled with the poison pattern.
+pub fn poisoned<T: Element>(len: usize) -> flashomni::Result<DeviceArray<T>> {
+    let mut array = DeviceArray::uninitialized(len)?;
+    array.fill_bytes(POISON_BYTE)?;
+    Ok(array)
+}
+
+/// Whether a downloaded 16-bit element still holds the poison pattern.
+pub fn is_poison<T: Element>(value: T) -> bool {
+    let bits: [u8; 2] = to_bytes(value);
+    bits == [POISON_BYTE; 2]
+}
+
+fn to_bytes<T: Element>(value: T) -> [u8; 2] {
+    assert_eq!(size_of::<T>(), 2, "elements are 16-bit");
+    let mut bytes = [0u8; 2];
+    // SAFETY: `T` is a 2-byte plain-data element (checked above); copying its bytes is sound.
+    unsafe { core::ptr::copy_nonoverlapping((&value as *const T).cast::<u8>(), bytes.as_mut_ptr(), 2) };
+    bytes
+}

@@ -1,0 +1,73 @@
+//! Running cargo and locating the workspace.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// The workspace root (the parent of `xtask/`).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().expect("xtask/ lives in the workspace root").to_path_buf()
+}
+
+/// A cargo command run from the workspace root with the caller's cargo.
+///
+/// Where the system has no CUDA driver library, test binaries (which link `libcuda.so.1`)
+/// get the link-time stub from `tools/setup.sh` on their library path, so they start and
+/// report "no GPU" cleanly instead of failing to load. A real driver is never shadowed.
+pub fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace_root()).args(args);
+    let stub = workspace_root().join(".tools/cuda/lib64");
+    if !system_has_libcuda() && stub.exists() {
+        let mut path = std::ffi::OsString::from(&stub);
+        if let Some(existing) = std::env::var_os("LD_LIBRARY_PATH") {
+            path.push(":");
+            path.push(existing);
+        }
+        command.env("LD_LIBRARY_PATH", path);
+    }
+    command
+}
+
+/// Whether the dynamic loader already finds a CUDA driver library.
+fn system_has_libcuda() -> bool {
+    Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("libcuda.so.1"))
+}
+
+/// Runs a cargo command, streaming its output, and fails if it fails.
+pub fn run(args: &[&str]) -> Result<()> {
+    let status = command(args).status().with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs a cargo command with `--message-format=json` and returns the executables of the
+/// artifacts it built, as (target name, path).
+pub fn executables(args: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+    let mut full: Vec<&str> = args.to_vec();
+    full.push("--message-format=json");
+    let output = command(&full).output().with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !output.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+        bail!("cargo {} failed ({})", args.join(" "), output.status);
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if let Some(path) = message["executable"].as_str() {
+            let name = message["target"]["name"].as_str().unwrap_or("unnamed").to_owned();
+            found.push((name, PathBuf::from(path)));
+        }
+    }
+    Ok(found)
+}

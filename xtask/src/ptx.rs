@@ -1,0 +1,109 @@
+//! `cargo xtask ptx`: assemble the kernel modules with ptxas and check their resources.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cargo;
+
+/// (module file stem written by host/build.rs, ptxas target).
+const MODULES: &[(&str, &str)] = &[("sm80", "sm_80"), ("sm90a", "sm_90a")];
+
+/// Finds ptxas: `$PTXAS`, then `.tools/ptxas` (tools/setup.sh), then `PATH`.
+pub fn ptxas() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("PTXAS") {
+        return Ok(PathBuf::from(path));
+    }
+    let local = cargo::workspace_root().join(".tools/ptxas/nvidia/cu13/bin/ptxas");
+    if local.exists() {
+        return Ok(local);
+    }
+    let on_path = Command::new("ptxas").arg("--version").output();
+    if on_path.is_ok_and(|output| output.status.success()) {
+        return Ok(PathBuf::from("ptxas"));
+    }
+    bail!("ptxas not found: run `bash tools/setup.sh`, or set PTXAS")
+}
+
+/// Resource usage of one kernel as ptxas reports it.
+#[derive(Debug, Default)]
+struct Resources {
+    name: String,
+    registers: u32,
+    stack_bytes: u32,
+    spill_bytes: u32,
+    shared_bytes: u32,
+}
+
+/// Parses `ptxas -v` output into one record per entry.
+fn parse_report(report: &str) -> Vec<Resources> {
+    let mut kernels: Vec<Resources> = Vec::new();
+    let number_before = |line: &str, unit: &str| -> u32 {
+        line.find(unit)
+            .and_then(|end| line[..end].split_whitespace().last())
+            .and_then(|word| word.parse().ok())
+            .unwrap_or(0)
+    };
+    for line in report.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            let name = rest.split('\'').next().unwrap_or("").to_owned();
+            kernels.push(Resources { name, ..Resources::default() });
+        } else if let Some(kernel) = kernels.last_mut() {
+            if line.contains("bytes stack frame") {
+                kernel.stack_bytes = number_before(line, "bytes stack frame");
+                kernel.spill_bytes =
+                    number_before(line, "bytes spill stores") + number_before(line, "bytes spill loads");
+            } else if line.contains("Used") && line.contains("registers") {
+                kernel.registers = number_before(line, "registers");
+                kernel.shared_bytes = number_before(line, "bytes smem");
+            }
+        }
+    }
+    kernels
+}
+
+/// Builds the host crate (which builds the PTX), assembles each module and fails on any
+/// kernel with a stack frame or spills.
+pub fn check_modules() -> Result<()> {
+    cargo::run(&["build", "--release", "--package", "flashomni"])?;
+    let ptxas = ptxas()?;
+    let kernels_dir = cargo::workspace_root().join("target/nvptx-kernels");
+    let mut failures = Vec::new();
+    println!("{:<34} {:>7} {:>5} {:>6} {:>6}", "kernel", "target", "regs", "stack", "spill");
+    for (stem, target) in MODULES {
+        let module = kernels_dir.join(stem).join("nvptx64-nvidia-cuda/release/flashomni_kernels.ptx");
+        for kernel in assemble(&ptxas, &module, target)? {
+            println!(
+                "{:<34} {:>7} {:>5} {:>6} {:>6}",
+                kernel.name, target, kernel.registers, kernel.stack_bytes, kernel.spill_bytes
+            );
+            if kernel.stack_bytes > 0 || kernel.spill_bytes > 0 {
+                failures.push(format!("{} ({target})", kernel.name));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        bail!("kernels with a stack frame or spills: {}", failures.join(", "));
+    }
+    println!("ptx: every kernel assembles with no stack frame and no spills");
+    Ok(())
+}
+
+/// Runs `ptxas -v` on one module.
+fn assemble(ptxas: &Path, module: &Path, target: &str) -> Result<Vec<Resources>> {
+    let output = Command::new(ptxas)
+        .args(["-v", "-arch", target, "-o", "/dev/null"])
+        .arg(module)
+        .output()
+        .with_context(|| format!("running {}", ptxas.display()))?;
+    let report = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!("ptxas rejected {} for {target}:\n{report}", module.display());
+    }
+    let kernels = parse_report(&report);
+    if kernels.is_empty() {
+        bail!("ptxas reported no kernels for {}", module.display());
+    }
+    Ok(kernels)
+}
