@@ -67,22 +67,27 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Raises each attention entry's dynamic shared-memory limit to what it uses.
+    /// Raises each attention and GEMM entry's dynamic shared-memory limit to what it uses.
     fn configure_shared_memory(&self) -> Result<()> {
+        let mut limits = Vec::new();
         for element in [abi::ElementKind::Bf16, abi::ElementKind::F16] {
             for head_dim in [64, 128] {
                 let name = abi::attention_entry(element, head_dim).expect("built for these head dims");
-                let bytes = abi::attention_shared_bytes(head_dim) as i32;
-                // SAFETY: a live function of this context; the attribute takes a byte count.
-                let status = unsafe {
-                    cust::sys::cuFuncSetAttribute(
-                        self.function(name)?,
-                        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        bytes,
-                    )
-                };
-                check(status, "raising a kernel's shared-memory limit")?;
+                limits.push((name, abi::attention_shared_bytes(head_dim)));
             }
+            limits.push((abi::gemm_q_entry(element), abi::gemm_shared_bytes()));
+            limits.push((abi::gemm_o_entry(element), abi::gemm_shared_bytes()));
+        }
+        for (name, bytes) in limits {
+            // SAFETY: a live function of this context; the attribute takes a byte count.
+            let status = unsafe {
+                cust::sys::cuFuncSetAttribute(
+                    self.function(name)?,
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    bytes as i32,
+                )
+            };
+            check(status, "raising a kernel's shared-memory limit")?;
         }
         Ok(())
     }

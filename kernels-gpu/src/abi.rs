@@ -6,8 +6,8 @@
 //! same layout and meaning on both sides. [`KERNELS`] lists every entry with its parameter size;
 //! a host test checks it against the PTX the build produced.
 
-/// Rows of queries one attention CTA owns (4 warps of 16 rows).
-pub const ATTENTION_TILE_Q: u32 = 64;
+/// Rows of queries one attention CTA owns (4 warps of 32 rows).
+pub const ATTENTION_TILE_Q: u32 = 128;
 /// Keys and values per attention main-loop iteration.
 pub const ATTENTION_TILE_KV: u32 = 64;
 /// Threads per attention CTA.

@@ -1,7 +1,7 @@
 //! Block-sparse attention obeying FlashOmni's symbols, on `mma.sync` tensor cores.
 //!
-//! One CTA (4 warps) computes `ATTENTION_TILE_Q` = 64 query rows of one request and one head;
-//! each warp owns 16 rows and keeps its Q fragments and its O accumulator in registers.
+//! One CTA (4 warps) computes `ATTENTION_TILE_Q` = 128 query rows of one request and one head;
+//! each warp owns 32 rows (two m16 tiles) and keeps their O accumulators in registers.
 //! - S_c = 0 for the CTA's query block: the CTA returns before any load or store.
 //! - The key/value loop walks 64-token tiles of kept KV blocks only: a dropped block is never
 //!   loaded nor multiplied. The next kept tile is fetched with `cp.async` into the other of two
@@ -11,6 +11,8 @@
 //!   written with 16-byte stores. Rows with no kept key get 0 (LSE −∞).
 
 use core::num::NonZeroU32;
+
+use seq_macro::seq;
 
 use flashomni_symbols::{blocks, caching_index, skip_index};
 
@@ -24,8 +26,15 @@ use crate::abi::{ATTENTION_THREADS, ATTENTION_TILE_KV, ATTENTION_TILE_Q, Attenti
 
 /// Bytes per element of every instantiated type.
 const ELEMENT_BYTES: u64 = 2;
-/// Key/value tokens per tile, as 8-wide n-tiles of the S accumulator.
-const KV_NTILES: usize = ATTENTION_TILE_KV as usize / 8;
+/// Keys per online-softmax step: a loaded tile is consumed in sub-tiles of this size.
+const SUB_KV: u32 = 32;
+/// Sub-tiles per loaded key/value tile.
+const SUB_TILES: u32 = ATTENTION_TILE_KV / SUB_KV;
+/// 8-wide n-tiles of the S accumulator per sub-tile.
+const SUB_NTILES: usize = SUB_KV as usize / 8;
+/// m16 tiles of query rows per warp (4 warps cover `ATTENTION_TILE_Q` rows).
+const M_TILES: usize = ATTENTION_TILE_Q as usize / (16 * 4);
+const _: () = assert!(M_TILES == 2, "the m-tile loops below are unrolled for two m-tiles");
 
 /// A divisor the host guarantees to be nonzero, as a type whose division cannot panic.
 #[inline(always)]
@@ -185,15 +194,14 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &At
     cp_async_wait::<0>();
     sync_threads();
 
-    let warp_row = warp * 16;
-    let mut q_frag = [[0u32; 4]; DK];
-    for (k, frag) in q_frag.iter_mut().enumerate() {
-        // SAFETY: the address lies in the Q tile, which the barrier above made visible.
-        *frag = unsafe { ldmatrix_x4(q_tile.a_fragment_address(warp_row, 2 * k as u32, lane)) };
-    }
-
-    let mut o = [[0f32; 4]; DT];
-    let mut stats = RowStats { max: [f32::NEG_INFINITY; 2], sum: [0.0; 2] };
+    // Each warp owns `M_TILES` m16 tiles of query rows: every K and V fragment it loads feeds
+    // all of them, which halves shared-memory reads per MMA against one m-tile per warp.
+    // Q stays in shared memory and is re-read per k-step, to leave registers to O and S.
+    let warp_row = warp * 16 * M_TILES as u32;
+    let row_bytes = q_tile.row_bytes();
+    let q_base = q_tile.a_fragment_base(warp_row, lane);
+    let mut o = [[[0f32; 4]; DT]; M_TILES];
+    let mut stats = [const { RowStats { max: [f32::NEG_INFINITY; 2], sum: [0.0; 2] } }; M_TILES];
     let mut stage = 0;
     while tile < walk.tiles {
         let next = walk.next_kept(tile + 1);
@@ -202,25 +210,53 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &At
         }
         cp_async_commit();
 
-        let mut s = [[0f32; 4]; KV_NTILES];
-        for (k, a) in q_frag.iter().enumerate() {
-            for pair in 0..KV_NTILES / 2 {
-                // SAFETY: the address lies in the current K stage, complete and visible.
-                let b = unsafe { ldmatrix_x4(k_tile(stage).b_fragment_address(16 * pair as u32, 2 * k as u32, lane)) };
-                E::mma(&mut s[2 * pair], a, b[0], b[1]);
-                E::mma(&mut s[2 * pair + 1], a, b[2], b[3]);
+        let k_base = k_tile(stage).b_fragment_base(0, lane);
+        let v_base = v_tile(stage).b_fragment_trans_base(0, lane);
+        // The tile is consumed in sub-tiles of `SUB_KV` keys, each a full online-softmax step:
+        // only one sub-tile of logits is live at a time, which keeps O in registers.
+        for sub in 0..SUB_TILES {
+            let first_key = sub * SUB_KV;
+            if tile * ATTENTION_TILE_KV + first_key >= kv_len {
+                break; // the rest of the last tile is past the sequence
             }
-        }
-        let p_frag = softmax_update::<DT>(&mut s, &mut o, &mut stats, p.scale_log2, tile, kv_len, lane);
-        for (k, a) in p_frag.iter().enumerate() {
-            let a = [E::pack(a[0], a[1]), E::pack(a[2], a[3]), E::pack(a[4], a[5]), E::pack(a[6], a[7])];
-            for pair in 0..DT / 2 {
-                // SAFETY: the address lies in the current V stage, complete and visible.
-                let b = unsafe {
-                    ldmatrix_x4_trans(v_tile(stage).b_fragment_address_trans(16 * k as u32, 2 * pair as u32, lane))
-                };
-                E::mma(&mut o[2 * pair], &a, b[0], b[1]);
-                E::mma(&mut o[2 * pair + 1], &a, b[2], b[3]);
+            let mut s = [[[0f32; 4]; SUB_NTILES]; M_TILES];
+            for k in 0..DK as u32 {
+                let mut a = [[0u32; 4]; M_TILES];
+                for (m, a) in a.iter_mut().enumerate() {
+                    let address = Tile::at_chunk(q_base, 2 * k) + 16 * m as u32 * row_bytes;
+                    // SAFETY: the address lies in the Q tile, complete and visible since the
+                    // first barrier.
+                    *a = unsafe { ldmatrix_x4(address) };
+                }
+                for pair in 0..SUB_NTILES as u32 / 2 {
+                    let address = Tile::at_chunk(k_base, 2 * k) + (first_key + 16 * pair) * row_bytes;
+                    // SAFETY: the address lies in the current K stage, complete and visible.
+                    let b = unsafe { ldmatrix_x4(address) };
+                    for (s, a) in s.iter_mut().zip(&a) {
+                        E::mma(&mut s[2 * pair as usize], a, b[0], b[1]);
+                        E::mma(&mut s[2 * pair as usize + 1], a, b[2], b[3]);
+                    }
+                }
+            }
+            let mut p_frag = [[[0u32; 4]; SUB_NTILES / 2]; M_TILES];
+            let key0 = tile * ATTENTION_TILE_KV + first_key;
+            seq!(M in 0..2 {
+                let probabilities =
+                    softmax_update::<DT>(&mut s[M], &mut o[M], &mut stats[M], p.scale_log2, key0, kv_len, lane);
+                for (packed, a) in p_frag[M].iter_mut().zip(&probabilities) {
+                    *packed = [E::pack(a[0], a[1]), E::pack(a[2], a[3]), E::pack(a[4], a[5]), E::pack(a[6], a[7])];
+                }
+            });
+            for k in 0..SUB_NTILES / 2 {
+                for pair in 0..DT as u32 / 2 {
+                    let address = Tile::at_chunk(v_base, 2 * pair) + (first_key + 16 * k as u32) * row_bytes;
+                    // SAFETY: the address lies in the current V stage, complete and visible.
+                    let b = unsafe { ldmatrix_x4_trans(address) };
+                    for (o, frag) in o.iter_mut().zip(&p_frag) {
+                        E::mma(&mut o[2 * pair as usize], &frag[k], b[0], b[1]);
+                        E::mma(&mut o[2 * pair as usize + 1], &frag[k], b[2], b[3]);
+                    }
+                }
             }
         }
 
@@ -230,54 +266,58 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &At
         stage ^= 1;
     }
 
-    // SAFETY: the launch matches the layout the host validated.
-    unsafe { write_output::<E, DT>(p, &q_tile, &o, &stats, q_start, q_len, row0, head, lane, warp_row) };
+    seq!(M in 0..2 {
+        // SAFETY: the launch matches the layout the host validated.
+        unsafe { write_output::<E, DT>(p, &q_tile, &o[M], &stats[M], q_start, q_len, row0, head, lane, warp_row + 16 * M) };
+    });
 }
 
-/// Folds one tile of logits `s` into the running statistics and O accumulator, and returns the
-/// probabilities as this lane's A fragments for P·V: `[k-step][a0..a7]` in fragment order.
+/// Folds one sub-tile of logits `s` (keys `key0..key0 + SUB_KV`) into the running statistics
+/// and O accumulator, and returns the probabilities as this lane's A fragments for P·V:
+/// `[k-step][a0..a7]` in fragment order.
 #[inline(always)]
 fn softmax_update<const DT: usize>(
-    s: &mut [[f32; 4]; KV_NTILES],
+    s: &mut [[f32; 4]; SUB_NTILES],
     o: &mut [[f32; 4]; DT],
     stats: &mut RowStats,
     scale_log2: f32,
-    tile: u32,
+    key0: u32,
     kv_len: u32,
     lane: u32,
-) -> [[f32; 8]; KV_NTILES / 2] {
-    let first_col = tile * ATTENTION_TILE_KV + (lane % 4) * 2;
-    let partial = (tile + 1) * ATTENTION_TILE_KV > kv_len;
+) -> [[f32; 8]; SUB_NTILES / 2] {
+    let first_col = key0 + (lane % 4) * 2;
+    let partial = key0 + SUB_KV > kv_len;
     for (n, acc) in s.iter_mut().enumerate() {
         for (i, x) in acc.iter_mut().enumerate() {
             let col = first_col + n as u32 * 8 + (i as u32 % 2);
             *x = if partial && col >= kv_len { f32::NEG_INFINITY } else { *x * scale_log2 };
         }
     }
-    for row in 0..2 {
+    seq!(ROW in 0..2 {
         let mut tile_max = f32::NEG_INFINITY;
         for acc in s.iter() {
-            tile_max = tile_max.max(acc[2 * row]).max(acc[2 * row + 1]);
+            tile_max = tile_max.max(acc[2 * ROW]).max(acc[2 * ROW + 1]);
         }
         tile_max = tile_max.max(shfl_xor(tile_max, 1));
         tile_max = tile_max.max(shfl_xor(tile_max, 2));
-        // A kept tile always holds at least one valid key, so `new_max` is finite.
-        let new_max = stats.max[row].max(tile_max);
-        let rescale = exp2(stats.max[row] - new_max);
-        stats.max[row] = new_max;
+        // The first sub-tile of a kept tile holds a valid key, so from then on `new_max` is
+        // finite (a later, fully masked sub-tile rescales by 1 and adds zeros).
+        let new_max = stats.max[ROW].max(tile_max);
+        let rescale = exp2(stats.max[ROW] - new_max);
+        stats.max[ROW] = new_max;
         let mut tile_sum = 0.0;
         for acc in s.iter_mut() {
-            acc[2 * row] = exp2(acc[2 * row] - new_max);
-            acc[2 * row + 1] = exp2(acc[2 * row + 1] - new_max);
-            tile_sum += acc[2 * row] + acc[2 * row + 1];
+            acc[2 * ROW] = exp2(acc[2 * ROW] - new_max);
+            acc[2 * ROW + 1] = exp2(acc[2 * ROW + 1] - new_max);
+            tile_sum += acc[2 * ROW] + acc[2 * ROW + 1];
         }
-        stats.sum[row] = core::f32::math::mul_add(stats.sum[row], rescale, tile_sum);
+        stats.sum[ROW] = core::f32::math::mul_add(stats.sum[ROW], rescale, tile_sum);
         for acc in o.iter_mut() {
-            acc[2 * row] *= rescale;
-            acc[2 * row + 1] *= rescale;
+            acc[2 * ROW] *= rescale;
+            acc[2 * ROW + 1] *= rescale;
         }
-    }
-    let mut frags = [[0f32; 8]; KV_NTILES / 2];
+    });
+    let mut frags = [[0f32; 8]; SUB_NTILES / 2];
     for (k, frag) in frags.iter_mut().enumerate() {
         let (lo, hi) = (&s[2 * k], &s[2 * k + 1]);
         *frag = [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]];
@@ -305,20 +345,21 @@ unsafe fn write_output<E: MmaElement, const DT: usize>(
     warp_row: u32,
 ) {
     let mut inverse = [0f32; 2];
-    for (row, (inverse, (&max, &partial))) in inverse.iter_mut().zip(stats.max.iter().zip(&stats.sum)).enumerate() {
-        let mut sum = partial;
+    seq!(ROW in 0..2 {
+        let mut sum = stats.sum[ROW];
         sum += shfl_xor(sum, 1);
         sum += shfl_xor(sum, 2);
-        *inverse = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-        let local = warp_row + lane / 4 + 8 * row as u32;
+        inverse[ROW] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+        let local = warp_row + lane / 4 + 8 * ROW;
         if p.lse != 0 && lane.is_multiple_of(4) && row0 + local < q_len {
-            let lse = if sum > 0.0 { max + log2(sum) } else { f32::NEG_INFINITY };
+            let lse = if sum > 0.0 { stats.max[ROW] + log2(sum) } else { f32::NEG_INFINITY };
             let index = (q_start + row0 + local) as usize * p.heads as usize + head as usize;
             // SAFETY: the host sized the LSE buffer as [total_q, heads].
             unsafe { *(p.lse as *mut f32).add(index) = lse };
         }
-    }
-    // Only this warp ever read its 16 rows of the Q tile (into registers, before the loop).
+    });
+    // These 16 rows of the Q tile belong to this warp alone, and its last read of them came
+    // before the main loop's final barrier: they are free to stage O.
     for (n, acc) in o.iter().enumerate() {
         for row in 0..2 {
             let packed = E::pack(acc[2 * row] * inverse[row], acc[2 * row + 1] * inverse[row]);

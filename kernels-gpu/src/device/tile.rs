@@ -43,15 +43,18 @@ impl Tile {
     }
 
     /// Copies the tile's rows from global memory (row `r` at `global + r * row_stride` bytes)
-    /// with `THREADS` threads; rows at or past `valid_rows` are zero-filled. `THREADS` must
-    /// divide `rows * chunks`.
+    /// with `THREADS` threads; rows at or past `valid_rows` are zero-filled.
+    ///
+    /// Thread `t` copies chunk `t % chunks` of rows `t / chunks + i · (THREADS / chunks)`:
+    /// `THREADS` must be a multiple of `8 · chunks`, so that a thread's rows share one swizzle
+    /// and its addresses advance by constants (no per-copy address registers).
     ///
     /// # Safety
     /// The first `valid_rows` rows must be readable, 16-byte aligned device memory of
     /// `chunks * 16` bytes each; the tile must lie inside the CTA's shared memory.
     #[inline(always)]
     pub unsafe fn load_async<const THREADS: u32>(&self, global: *const u8, row_stride: u64, valid_rows: u32) {
-        // SAFETY: forwarded; every chunk of a valid row is valid.
+        // SAFETY: forwarded; every chunk of a valid row is readable.
         unsafe { self.load_async_clipped::<THREADS>(global, row_stride, valid_rows, self.chunks) }
     }
 
@@ -71,21 +74,61 @@ impl Tile {
         valid_chunks: u32,
     ) {
         let tid = thread_index();
+        let rows_per_pass = THREADS / self.chunks;
+        let (first_row, chunk) = (tid / self.chunks, tid % self.chunks);
+        let shared = self.chunk_address(first_row, chunk);
+        let source = global as u64 + first_row as u64 * row_stride + chunk as u64 * 16;
+        let chunk_valid = chunk < valid_chunks;
         let mut i = 0;
-        while i < self.rows * self.chunks / THREADS {
-            let linear = tid + i * THREADS;
-            let row = linear / self.chunks;
-            let chunk = linear % self.chunks;
-            let (src, bytes) = if row < valid_rows && chunk < valid_chunks {
-                // SAFETY: in bounds of the caller's valid rows and chunks.
-                (unsafe { global.add((row as u64 * row_stride + chunk as u64 * 16) as usize) }, 16)
+        while i < self.rows / rows_per_pass {
+            let row = first_row + i * rows_per_pass;
+            let (src, bytes) = if chunk_valid && row < valid_rows {
+                ((source + (i * rows_per_pass) as u64 * row_stride) as *const u8, 16)
             } else {
                 (global, 0)
             };
-            // SAFETY: the chunk lies in the tile; the source is valid or not read (0 bytes).
-            unsafe { cp_async_16(self.chunk_address(row, chunk), src, bytes) };
+            // SAFETY: the chunk lies in the tile (its swizzle is the first row's, as rows
+            // differ by multiples of 8); the source is valid or not read (0 bytes).
+            unsafe { cp_async_16(shared + i * rows_per_pass * self.row_bytes(), src, bytes) };
             i += 1;
         }
+    }
+
+    /// This lane's `ldmatrix.x4` address for the A fragments of rows `row0..row0+16` at chunk 0;
+    /// the fragment at chunk `2k` is [`Tile::at_chunk`]`(base, 2k)`, and 16 rows further down
+    /// is `+ 16 * row_bytes`. Deriving every address from one base keeps the compiler from
+    /// holding one register per fragment address.
+    #[inline(always)]
+    pub const fn a_fragment_base(&self, row0: u32, lane: u32) -> u32 {
+        self.a_fragment_address(row0, 0, lane)
+    }
+
+    /// This lane's `ldmatrix.x4` (no transpose) base for the B fragments of rows
+    /// `row0..row0+16` of a `[n][k]` tile at chunk 0; see [`Tile::a_fragment_base`].
+    #[inline(always)]
+    pub const fn b_fragment_base(&self, row0: u32, lane: u32) -> u32 {
+        self.b_fragment_address(row0, 0, lane)
+    }
+
+    /// This lane's `ldmatrix.x4.trans` base for the B fragments of rows `row0..row0+16` of a
+    /// `[k][n]` tile at chunk 0; see [`Tile::a_fragment_base`].
+    #[inline(always)]
+    pub const fn b_fragment_trans_base(&self, row0: u32, lane: u32) -> u32 {
+        self.b_fragment_address_trans(row0, 0, lane)
+    }
+
+    /// The address of the fragment `chunk` chunks (an even number) to the right of a fragment
+    /// base. The swizzle is an XOR on the chunk bits, which the base's row offset leaves
+    /// zero, and a base's own chunk is 0 or 1, so moving by an even chunk count is an XOR.
+    #[inline(always)]
+    pub const fn at_chunk(base: u32, chunk: u32) -> u32 {
+        base ^ (chunk << 4)
+    }
+
+    /// Bytes per row.
+    #[inline(always)]
+    pub const fn row_bytes(&self) -> u32 {
+        self.chunks * 16
     }
 
     /// Address this lane passes to `ldmatrix.x4` for the m16k16 A fragment whose top-left

@@ -9,7 +9,7 @@
 //! 3. The CTA writes the tile row by row with 16-byte stores, skipping rows and columns past
 //!    the matrix and every `(row, chunk)` the caller's predicate rejects.
 
-use super::{Accumulators, ELEMENT_BYTES, WARP_M, WARP_N};
+use super::{Accumulators, ELEMENT_BYTES, NT, WARP_M, WARP_N};
 use crate::abi::{GEMM_THREADS, GEMM_TILE_M, GEMM_TILE_N, GEMM_WARPS_N, GemmParams};
 use crate::device::element::MmaElement;
 use crate::device::ptx::{
@@ -34,7 +34,7 @@ const OUT_CHUNKS: u32 = GEMM_TILE_N / 8;
 #[inline(always)]
 pub(super) unsafe fn epilogue<E: MmaElement>(
     p: &GemmParams,
-    acc: &Accumulators,
+    mut acc: Accumulators,
     m0: u32,
     n0: u32,
     smem: u32,
@@ -68,36 +68,49 @@ pub(super) unsafe fn epilogue<E: MmaElement>(
         sync_threads();
     }
 
-    // The bias of this lane's column pairs (zero past the matrix).
-    let mut bias = [[0f32; 2]; super::NT];
+    // Shared address of the staged pair (`half` 0: row g, 1: row g + 8) of accumulator tile
+    // (mt, nt).
+    let pair_address = |mt: usize, nt: usize, half: usize| {
+        let row = a_row0 + 16 * mt as u32 + lane / 4 + 8 * half as u32;
+        let col = w_row0 + 8 * nt as u32 + 2 * (lane % 4);
+        staging.chunk_address(row, col / 8) + (col % 8) * ELEMENT_BYTES as u32
+    };
+
     if p.bias != 0 {
-        for (nt, pair) in bias.iter_mut().enumerate() {
+        for nt in 0..NT {
             let col = n0 + w_row0 + 8 * nt as u32 + 2 * (lane % 4);
             if col < p.n {
                 // SAFETY: `col` is even and below `n`, and `n` is a multiple of 8, so both
                 // elements are inside the bias, whose address is 4-byte aligned.
-                *pair = E::unpack(unsafe { *(p.bias as *const u32).add(col as usize / 2) });
+                let [lo, hi] = E::unpack(unsafe { *(p.bias as *const u32).add(col as usize / 2) });
+                for row_tiles in acc.iter_mut() {
+                    for half in 0..2 {
+                        row_tiles[nt][2 * half] += lo;
+                        row_tiles[nt][2 * half + 1] += hi;
+                    }
+                }
             }
         }
     }
-
+    if has_c {
+        for (mt, row_tiles) in acc.iter_mut().enumerate() {
+            for (nt, fragment) in row_tiles.iter_mut().enumerate() {
+                for half in 0..2 {
+                    // SAFETY: the address lies in the staging tile, loaded and visible.
+                    let [lo, hi] = E::unpack(unsafe { ld_shared_b32(pair_address(mt, nt, half)) });
+                    fragment[2 * half] += lo;
+                    fragment[2 * half + 1] += hi;
+                }
+            }
+        }
+    }
     for (mt, row_tiles) in acc.iter().enumerate() {
         for (nt, fragment) in row_tiles.iter().enumerate() {
-            let col = w_row0 + 8 * nt as u32 + 2 * (lane % 4);
             for half in 0..2 {
-                let row = a_row0 + 16 * mt as u32 + lane / 4 + 8 * half as u32;
-                let address = staging.chunk_address(row, col / 8) + (col % 8) * ELEMENT_BYTES as u32;
-                let mut lo = fragment[2 * half] + bias[nt][0];
-                let mut hi = fragment[2 * half + 1] + bias[nt][1];
-                if has_c {
-                    // SAFETY: the address lies in the staging tile, loaded and visible.
-                    let [c_lo, c_hi] = E::unpack(unsafe { ld_shared_b32(address) });
-                    lo += c_lo;
-                    hi += c_hi;
-                }
+                let packed = E::pack(fragment[2 * half], fragment[2 * half + 1]);
                 // SAFETY: the address lies in the staging tile; this lane is the only one
                 // reading or writing these 4 bytes.
-                unsafe { st_shared_b32(address, E::pack(lo, hi)) };
+                unsafe { st_shared_b32(pair_address(mt, nt, half), packed) };
             }
         }
     }

@@ -149,19 +149,24 @@ pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk>(
 }
 
 /// `acc += A_tile[a_row0.., :] · W_tile[w_row0.., :]ᵀ` for this warp's `WARP_M × WARP_N` block.
+///
+/// Every fragment address is derived from one base per operand (`Tile::at_chunk` and whole
+/// 16-row steps), so the compiler keeps two address registers instead of one per fragment.
 #[inline(always)]
 fn multiply<E: MmaElement>(acc: &mut Accumulators, a: &Tile, w: &Tile, a_row0: u32, w_row0: u32, lane: u32) {
-    let mut kk = 0;
-    while kk < GEMM_TILE_K / 16 {
+    let a_base = a.a_fragment_base(a_row0, lane);
+    let w_base = w.b_fragment_base(w_row0, lane);
+    let (a_step, w_step) = (16 * a.row_bytes(), 16 * w.row_bytes());
+    for kk in 0..GEMM_TILE_K / 16 {
         let mut a_frag = [[0u32; 4]; MT];
         for (mt, frag) in a_frag.iter_mut().enumerate() {
             // SAFETY: the address lies in this stage's A tile, complete and visible.
-            *frag = unsafe { ldmatrix_x4(a.a_fragment_address(a_row0 + 16 * mt as u32, 2 * kk, lane)) };
+            *frag = unsafe { ldmatrix_x4(Tile::at_chunk(a_base, 2 * kk) + mt as u32 * a_step) };
         }
         let mut w_frag = [[0u32; 4]; NT / 2];
         for (pair, frag) in w_frag.iter_mut().enumerate() {
             // SAFETY: the address lies in this stage's W tile, complete and visible.
-            *frag = unsafe { ldmatrix_x4(w.b_fragment_address(w_row0 + 16 * pair as u32, 2 * kk, lane)) };
+            *frag = unsafe { ldmatrix_x4(Tile::at_chunk(w_base, 2 * kk) + pair as u32 * w_step) };
         }
         for (mt, row) in acc.iter_mut().enumerate() {
             for (nt, tile) in row.iter_mut().enumerate() {
@@ -169,6 +174,5 @@ fn multiply<E: MmaElement>(acc: &mut Accumulators, a: &Tile, w: &Tile, a_row0: u
                 E::mma(tile, &a_frag[mt], b[2 * (nt % 2)], b[2 * (nt % 2) + 1]);
             }
         }
-        kk += 1;
     }
 }

@@ -19,7 +19,7 @@ mod q;
 
 use core::num::NonZeroU32;
 
-use crate::abi::{GEMM_STAGES, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N};
+use crate::abi::{GEMM_STAGES, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N};
 
 /// Bytes per element of every instantiated type.
 const ELEMENT_BYTES: u64 = 2;
@@ -35,8 +35,13 @@ const MT: usize = WARP_M as usize / 16;
 const NT: usize = WARP_N as usize / 8;
 
 const _: () = assert!(K_CHUNKS == 8, "the Tile swizzle needs 8 chunks per row");
-const _: () = assert!(WARP_M % 16 == 0 && WARP_N % 16 == 0, "warp tiles are made of m16 × n16 blocks");
+const _: () =
+    assert!(WARP_M.is_multiple_of(16) && WARP_N.is_multiple_of(16), "warp tiles are made of m16 × n16 blocks");
 const _: () = assert!(GEMM_STAGES >= 2, "the pipeline needs at least two stages");
+const _: () = assert!(
+    GEMM_THREADS.is_multiple_of(8 * K_CHUNKS) && GEMM_THREADS.is_multiple_of(GEMM_TILE_N),
+    "Tile::load_async_clipped needs THREADS to be a multiple of 8 × chunks (k-tiles and the output tile)"
+);
 const _: () = assert!(
     GEMM_TILE_M * GEMM_TILE_N * ELEMENT_BYTES as u32 <= GEMM_STAGES * crate::abi::gemm_stage_bytes(),
     "the epilogue stages the output tile in the pipeline's shared memory"

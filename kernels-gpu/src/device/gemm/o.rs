@@ -111,7 +111,7 @@ unsafe fn gemm_o<E: MmaElement>(p: &GemmParams) {
     // the pipeline plus the list.
     let acc = unsafe { mainloop::<E, _>(&ops, selected * tiles_per_head, &mut walk, smem) };
     // SAFETY: as for the main loop; GEMM-O writes every element.
-    unsafe { epilogue::<E>(p, &acc, m0, n0, smem, |_, _| true) };
+    unsafe { epilogue::<E>(p, acc, m0, n0, smem, |_, _| true) };
 }
 
 macro_rules! gemm_o_entry {

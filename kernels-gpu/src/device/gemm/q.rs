@@ -75,7 +75,7 @@ unsafe fn gemm_q<E: MmaElement>(p: &GemmParams) {
         all || unsafe { symbol_bit(segment, (first_token + row) / block_q * p.heads + (n0 + 8 * chunk) / head_dim) }
     };
     // SAFETY: as for the main loop.
-    unsafe { epilogue::<E>(p, &acc, m0, n0, smem, writable) };
+    unsafe { epilogue::<E>(p, acc, m0, n0, smem, writable) };
 }
 
 macro_rules! gemm_q_entry {
