@@ -60,6 +60,17 @@ pub enum Error {
     Unsupported(String),
     /// A symbol buffer failed validation.
     Symbols(SymbolError),
+    /// The NCCL library could not be loaded, or lacks a function we bind.
+    NcclUnavailable(String),
+    /// An NCCL call failed.
+    Nccl {
+        /// What we were doing.
+        context: &'static str,
+        /// The `ncclResult_t` code.
+        code: i32,
+        /// NCCL's description of the code.
+        message: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -78,6 +89,8 @@ impl fmt::Display for Error {
             Error::Misaligned { buffer, detail } => write!(f, "buffer `{buffer}` is misaligned: {detail}"),
             Error::Unsupported(what) => write!(f, "unsupported: {what}"),
             Error::Symbols(err) => write!(f, "invalid sparse symbols: {err}"),
+            Error::NcclUnavailable(why) => write!(f, "NCCL is not available: {why}"),
+            Error::Nccl { context, code, message } => write!(f, "NCCL error while {context}: {message} ({code})"),
         }
     }
 }

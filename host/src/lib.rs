@@ -51,6 +51,7 @@ mod gemm;
 mod launch;
 mod memory;
 mod module;
+pub mod parallel;
 
 pub use attention::{AttentionArgs, AttentionConfig, AttentionPlan, KvLayout};
 pub use device_symbols::DeviceSymbols;

@@ -137,6 +137,30 @@ pub enum SymbolError {
         /// The request's KV block count.
         num_kv_blocks: u32,
     },
+    /// A head range is empty or reaches past the head count.
+    HeadRange {
+        /// First head of the range.
+        start: u32,
+        /// One past the last head of the range.
+        end: u32,
+        /// The head count of the symbols being sliced.
+        heads: u32,
+    },
+    /// The heads cannot be split into equal contiguous ranges over the ranks
+    /// (`ranks == 0` or `heads % ranks != 0`).
+    UnevenHeadSplit {
+        /// Total head count.
+        heads: u32,
+        /// Number of ranks.
+        ranks: u32,
+    },
+    /// A rank index is not below the number of ranks.
+    RankOutOfRange {
+        /// The requested rank.
+        rank: u32,
+        /// The number of ranks.
+        ranks: u32,
+    },
 }
 
 impl fmt::Display for SymbolError {
@@ -181,6 +205,15 @@ impl fmt::Display for SymbolError {
             }
             Self::KvBlockOutOfRange { request, kv_block, num_kv_blocks } => {
                 write!(f, "KV block {kv_block} out of range for request {request} ({num_kv_blocks} KV blocks)")
+            }
+            Self::HeadRange { start, end, heads } => {
+                write!(f, "head range {start}..{end} is empty or exceeds the {heads} heads of the symbols")
+            }
+            Self::UnevenHeadSplit { heads, ranks } => {
+                write!(f, "cannot split {heads} heads into equal contiguous ranges over {ranks} ranks")
+            }
+            Self::RankOutOfRange { rank, ranks } => {
+                write!(f, "rank {rank} out of range ({ranks} ranks)")
             }
         }
     }

@@ -31,6 +31,8 @@ pub mod geometry;
 pub mod index;
 #[cfg(feature = "alloc")]
 pub mod packed;
+#[cfg(feature = "alloc")]
+pub mod slice;
 pub mod state;
 pub mod stats;
 pub mod view;
@@ -40,6 +42,8 @@ pub use geometry::{RequestShape, SymbolGeometry};
 pub use index::{DEFAULT_BLOCK, bit_in_byte, blocks, byte_of, caching_index, packed_len, read_bit, skip_index};
 #[cfg(feature = "alloc")]
 pub use packed::{PackedSymbols, pack_segment, unpack_segment};
+#[cfg(feature = "alloc")]
+pub use slice::{rank_heads, slice_heads};
 pub use state::BlockState;
 pub use stats::DensityStats;
 pub use view::SymbolsView;

@@ -52,7 +52,8 @@ pub fn run(script: &str, options: &Options) -> Result<Vec<AnchorRow>> {
         rows.push(AnchorRow {
             anchor: anchor.to_owned(),
             op: value["op"].as_str().unwrap_or("").to_owned(),
-            n: value["n"].as_u64().or_else(|| value["m"].as_u64()).unwrap_or(0) as u32,
+            // GEMM anchors name the row count `m` (their `n` is the output width).
+            n: value["m"].as_u64().or_else(|| value["n"].as_u64()).unwrap_or(0) as u32,
             density: value["density"].as_f64().unwrap_or(1.0),
             ms,
             tflops: value["tflops"].as_f64().unwrap_or(0.0),

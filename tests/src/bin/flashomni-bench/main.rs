@@ -11,6 +11,7 @@
 
 mod anchors;
 mod attention;
+mod gemm;
 mod report;
 mod timing;
 
@@ -68,7 +69,7 @@ fn main() -> Result<()> {
         rows.extend(attention::run(&engine, &options)?);
     }
     if options.ops.iter().any(|op| op == "gemm") {
-        eprintln!("bench: gemm is not measured by this build");
+        rows.extend(gemm::run(&engine, &options)?);
     }
     let anchor_rows = match &options.anchors {
         Some(script) => anchors::run(script, &options)?,

@@ -46,6 +46,14 @@ fn flex_at(anchors: &[AnchorRow], n: u32, density: f64) -> Option<&AnchorRow> {
 /// Ratios of one row against the anchors: (name, value) pairs, value > 1 means we are faster.
 fn ratios(row: &Row, rows: &[Row], anchors: &[AnchorRow]) -> Vec<(&'static str, f64)> {
     let mut out = Vec::new();
+    if row.op != "attention" {
+        if let Some(cublas) = anchor(anchors, "cublas", "gemm", row.n).next() {
+            out.push(("speedup_vs_cublas", cublas.ms / row.ms));
+        }
+        if let Some(dense) = rows.iter().find(|r| r.op == row.op && r.n == row.n && r.cache_ratio == 0.0) {
+            out.push(("speedup_vs_own_dense", dense.ms / row.ms));
+        }
+    }
     if row.op == "attention" {
         for name in ["sdpa-flash2", "sdpa-cudnn"] {
             if let Some(a) = anchor(anchors, name, "attention", row.n).next() {
@@ -74,7 +82,7 @@ pub fn print_table(rows: &[Row], anchors: &[AnchorRow]) {
         "{:<10} {:>6} {:>8} {:>6} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "op", "n", "kv_dens", "cache", "ms", "TFLOP/s", "xflash2", "xcudnn", "xflex", "xdense"
     );
-    for row in rows {
+    for row in rows.iter().filter(|row| row.op == "attention") {
         let r = ratios(row, rows, anchors);
         let get = |key: &str| r.iter().find(|(k, _)| *k == key).map_or("-".to_owned(), |(_, v)| format!("{v:.2}"));
         println!(
@@ -89,6 +97,26 @@ pub fn print_table(rows: &[Row], anchors: &[AnchorRow]) {
             get("speedup_vs_sdpa_cudnn"),
             get("tflops_vs_flex_blocksparse"),
             get("speedup_vs_own_dense"),
+        );
+    }
+    if rows.iter().any(|row| row.op != "attention") {
+        println!(
+            "\n{:<10} {:>6} {:>6} {:>9} {:>8} {:>9} {:>9}",
+            "op", "m", "cache", "ms", "TFLOP/s", "xcublas", "xdense"
+        );
+    }
+    for row in rows.iter().filter(|row| row.op != "attention") {
+        let r = ratios(row, rows, anchors);
+        let get = |key: &str| r.iter().find(|(k, _)| *k == key).map_or("-".to_owned(), |(_, v)| format!("{v:.2}"));
+        println!(
+            "{:<10} {:>6} {:>6.2} {:>9.3} {:>8.1} {:>9} {:>9}",
+            row.op,
+            row.n,
+            row.cache_ratio,
+            row.ms,
+            row.tflops,
+            get("speedup_vs_cublas"),
+            get("speedup_vs_own_dense")
         );
     }
     if !anchors.is_empty() {
@@ -120,14 +148,19 @@ pub fn append_jsonl(path: &str, rows: &[Row], anchors: &[AnchorRow], gpu: &str, 
         }
         writeln!(file, "{record}")?;
     }
+    let mut written = rows.len();
     for a in anchors {
-        let op = if a.op == "gemm" { "gemm" } else { a.op.as_str() };
-        let record = json!({
-            "op": op, "impl": a.anchor, "gpu": gpu, "dtype": "bf16", "n": a.n, "heads": 24, "dim": 128,
-            "kv_density": a.density, "cache_ratio": 0.0, "ms": a.ms, "tflops": a.tflops, "commit": commit,
-        });
-        writeln!(file, "{record}")?;
+        // A dense cuBLAS product is the anchor of both sparse projections: one record per op.
+        let ops: &[&str] = if a.op == "gemm" { &["gemm_q", "gemm_o"] } else { &[a.op.as_str()] };
+        for op in ops {
+            let record = json!({
+                "op": op, "impl": a.anchor, "gpu": gpu, "dtype": "bf16", "n": a.n, "heads": 24, "dim": 128,
+                "kv_density": a.density, "cache_ratio": 0.0, "ms": a.ms, "tflops": a.tflops, "commit": commit,
+            });
+            writeln!(file, "{record}")?;
+            written += 1;
+        }
     }
-    eprintln!("bench: appended {} rows to {path}", rows.len() + anchors.len());
+    eprintln!("bench: appended {written} rows to {path}");
     Ok(())
 }

@@ -1,0 +1,102 @@
+//! GEMM benchmark cases: M ∈ sizes, K = N = 3072 (H = 24 heads of D = 128), bf16, cache ratios
+//! 0, 0.5, 0.75, 0.9 for GEMM-Q and for GEMM-O in active mode (the dispatch-step path).
+
+use anyhow::Result;
+use flashomni::{DeviceArray, DeviceSymbols, Engine, GemmOArgs, GemmOMode, GemmQArgs};
+use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
+use flashomni_tests::random::{random_symbols, seeded_rng};
+use half::bf16;
+use rand::Rng;
+
+use crate::Options;
+use crate::report::Row;
+use crate::timing::median_ms;
+
+const HEADS: u32 = 24;
+const HEAD_DIM: u32 = 128;
+const WIDTH: u32 = HEADS * HEAD_DIM;
+/// Fractions of S_c bits that are 0.
+const CACHE_RATIOS: [f64; 4] = [0.0, 0.5, 0.75, 0.9];
+
+fn random_array(rng: &mut impl Rng, len: usize) -> Result<DeviceArray<bf16>> {
+    let values: Vec<bf16> = (0..len).map(|_| bf16::from_f32(rng.gen_range(-1.0f32..1.0))).collect();
+    Ok(DeviceArray::from_host(&values)?)
+}
+
+/// Fraction of (query block, head) pairs of request 0 with S_c = 1, weighted by the rows of
+/// each block that lie in `0..m`.
+fn computed_fraction(symbols: &PackedSymbols, m: u32) -> f64 {
+    let view = symbols.view();
+    let block = view.geometry().block_q();
+    let mut computed = 0f64;
+    for qb in 0..view.geometry().num_q_blocks(0) {
+        let rows = (m - qb * block).min(block) as f64;
+        computed += rows * (0..HEADS).filter(|&h| view.compute(0, qb, h)).count() as f64;
+    }
+    computed / (m as f64 * HEADS as f64)
+}
+
+/// Runs every GEMM case and returns one row per case.
+pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut rng = seeded_rng(0x6e33);
+    let stream = engine.stream();
+    for &m in &options.sizes {
+        let elements = m as usize * WIDTH as usize;
+        let x = random_array(&mut rng, elements)?;
+        let w = random_array(&mut rng, (WIDTH * WIDTH) as usize)?;
+        let bias = random_array(&mut rng, WIDTH as usize)?;
+        let cache = random_array(&mut rng, elements)?;
+        let mut out = DeviceArray::<bf16>::uninitialized(elements)?;
+        let requests = [RequestShape::new(m, m)];
+        let geometry = SymbolGeometry::new(HEADS, 128, 128, &requests)?;
+        for ratio in CACHE_RATIOS {
+            let symbols = random_symbols(&mut rng, &geometry, 1.0, ratio);
+            let device_symbols = DeviceSymbols::upload(&symbols.view())?;
+            let selected = (ratio > 0.0).then_some(&device_symbols);
+            let fraction = if ratio > 0.0 { computed_fraction(&symbols, m) } else { 1.0 };
+            let flops = 2.0 * m as f64 * WIDTH as f64 * WIDTH as f64 * fraction;
+            let measured = symbols.view().stats().caching_ratio();
+            let q_ms = median_ms(stream, options.warmup, options.iters, || {
+                let args = GemmQArgs {
+                    x: x.view(),
+                    w: w.view(),
+                    bias: Some(bias.view()),
+                    out: out.view_mut(),
+                    token_offset: 0,
+                    heads: HEADS,
+                    symbols: selected,
+                };
+                Ok(engine.gemm_q(args, m, WIDTH, WIDTH, stream)?)
+            })?;
+            let o_ms = median_ms(stream, options.warmup, options.iters, || {
+                let args = GemmOArgs {
+                    a: x.view(),
+                    w: w.view(),
+                    bias_or_cache: Some(cache.view()),
+                    out: out.view_mut(),
+                    mode: GemmOMode::Active,
+                    token_offset: 0,
+                    heads: HEADS,
+                    symbols: selected,
+                };
+                Ok(engine.gemm_o(args, m, WIDTH, WIDTH, stream)?)
+            })?;
+            for (op, ms) in [("gemm_q", q_ms), ("gemm_o", o_ms)] {
+                rows.push(Row {
+                    op,
+                    n: m,
+                    heads: HEADS,
+                    dim: HEAD_DIM,
+                    kv_density: 1.0,
+                    cache_ratio: if ratio > 0.0 { measured } else { 0.0 },
+                    requested_density: 1.0,
+                    ms,
+                    tflops: flops / ms / 1e9,
+                });
+            }
+            eprintln!("bench: gemm m={m} cache={ratio}: gemm_q {q_ms:.3} ms, gemm_o {o_ms:.3} ms");
+        }
+    }
+    Ok(rows)
+}
