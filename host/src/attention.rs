@@ -3,12 +3,15 @@
 //! ```text
 //! AttentionConfig ──► AttentionPlan::new (host: validate indptrs, build the CTA work list,
 //!                     upload once per shape)
-//! DeviceSymbols ────► Engine::attention (validate buffers and symbols against the plan,
-//!                     launch one CTA per (64 query rows, head))
+//! DeviceSymbols ────► Engine::attention (validate buffers and symbols against the plan;
+//!                     launch the symbols' computed (request, q tile, head) items, or every item
+//!                     of the plan when dense, as 64- or 128-row CTAs)
 //! ```
 
-use flashomni_kernels::abi::{self, ATTENTION_THREADS, ATTENTION_TILE_KV, ATTENTION_TILE_Q, AttentionParams};
-use flashomni_symbols::{DEFAULT_BLOCK, RequestShape, blocks};
+use flashomni_kernels::abi::{
+    self, ATTENTION_THREADS, ATTENTION_TILE_KV, ATTENTION_TILE_Q, AttentionParams, AttentionRows,
+};
+use flashomni_symbols::{DEFAULT_BLOCK, RequestShape};
 
 use crate::device_symbols::DeviceSymbols;
 use crate::element::Element;
@@ -16,6 +19,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::{LaunchShape, launch};
 use crate::memory::{DeviceArray, DeviceView, DeviceViewMut};
+use crate::schedule;
 
 /// How keys and values are laid out in memory. Queries and outputs are always token-major.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -42,11 +46,14 @@ pub struct AttentionConfig {
     pub kv_layout: KvLayout,
     /// Softmax scale; `None` means `1/sqrt(head_dim)`.
     pub sm_scale: Option<f32>,
+    /// CTA size; `None` lets each launch choose (64-row CTAs for launches too short to fill
+    /// the GPU with 128-row ones).
+    pub cta_rows: Option<AttentionRows>,
 }
 
 impl AttentionConfig {
-    /// `heads` × `head_dim` attention with 128-token symbol blocks, token-major K/V and the
-    /// default scale.
+    /// `heads` × `head_dim` attention with 128-token symbol blocks, token-major K/V, the
+    /// default scale and the CTA size chosen per launch.
     pub fn new(heads: u32, head_dim: u32) -> Self {
         Self {
             heads,
@@ -55,6 +62,7 @@ impl AttentionConfig {
             block_kv: DEFAULT_BLOCK,
             kv_layout: KvLayout::TokenMajor,
             sm_scale: None,
+            cta_rows: None,
         }
     }
 
@@ -74,6 +82,12 @@ impl AttentionConfig {
     /// The same configuration with an explicit softmax scale.
     pub fn with_sm_scale(mut self, sm_scale: f32) -> Self {
         self.sm_scale = Some(sm_scale);
+        self
+    }
+
+    /// The same configuration with a fixed CTA size.
+    pub fn with_cta_rows(mut self, rows: AttentionRows) -> Self {
+        self.cta_rows = Some(rows);
         self
     }
 
@@ -156,13 +170,9 @@ impl AttentionPlan {
         if elements(total_q.max(total_kv)) > u32::MAX as u64 {
             return Err(Error::InvalidShape("tokens × heads × head_dim must fit in 32 bits".into()));
         }
-        let mut work = Vec::new();
-        for (request, &q_len) in q_lens.iter().enumerate() {
-            for tile in 0..blocks(q_len, ATTENTION_TILE_Q) {
-                work.extend([request as u32, tile]);
-            }
-        }
-        let requests = q_lens.iter().zip(&kv_lens).map(|(&q, &kv)| RequestShape::new(q, kv)).collect();
+        let requests: Vec<RequestShape> =
+            q_lens.iter().zip(&kv_lens).map(|(&q, &kv)| RequestShape::new(q, kv)).collect();
+        let work = schedule::dense_work(&requests, config.heads);
         Ok(Self {
             config,
             requests,
@@ -170,7 +180,7 @@ impl AttentionPlan {
             total_kv,
             qo_indptr: DeviceArray::from_host(qo_indptr)?,
             kv_indptr: DeviceArray::from_host(kv_indptr)?,
-            work_items: (work.len() / 2) as u32,
+            work_items: (work.len() / 3) as u32,
             work: DeviceArray::from_host(&work)?,
         })
     }
@@ -267,7 +277,19 @@ impl Engine {
         stream: &cust::stream::Stream,
     ) -> Result<()> {
         let c = plan.config;
-        let entry = abi::attention_entry(T::KIND, c.head_dim)
+        // With symbols, only their computed blocks are launched (see `schedule`).
+        let (work, work_items) = match args.symbols {
+            None => (plan.work.view().address(), plan.work_items),
+            Some(symbols) => {
+                plan.check_symbols(symbols)?;
+                let (work, items) = symbols.attention_work.as_ref().ok_or_else(|| {
+                    Error::Unsupported(format!("symbols with block_q {} cannot drive attention", symbols.block_q))
+                })?;
+                (work.view().address(), *items)
+            }
+        };
+        let rows = c.cta_rows.unwrap_or_else(|| schedule::choose_rows(work_items, self.multiprocessors()));
+        let entry = abi::attention_entry(T::KIND, c.head_dim, rows)
             .ok_or_else(|| Error::Unsupported(format!("{} attention with head_dim {}", T::NAME, c.head_dim)))?;
         check_len("q", args.q.len(), plan.q_elements())?;
         check_len("k", args.k.len(), plan.kv_elements())?;
@@ -280,9 +302,6 @@ impl Engine {
             [("q", args.q.address()), ("k", args.k.address()), ("v", args.v.address()), ("out", args.out.address())]
         {
             check_aligned(name, address)?;
-        }
-        if let Some(symbols) = args.symbols {
-            plan.check_symbols(symbols)?;
         }
         let (hd, heads) = (c.head_dim, c.heads);
         let (kv_stride_token, kv_stride_head) = match c.kv_layout {
@@ -298,7 +317,7 @@ impl Engine {
             lse: args.lse.as_ref().map_or(0, |lse| lse.address()),
             qo_indptr: plan.qo_indptr.view().address(),
             kv_indptr: plan.kv_indptr.view().address(),
-            work: plan.work.view().address(),
+            work,
             caching: symbol_addresses(|s| s.caching.view().address()),
             caching_indptr: symbol_addresses(|s| s.caching_indptr.view().address()),
             skip: symbol_addresses(|s| s.skip.view().address()),
@@ -318,9 +337,9 @@ impl Engine {
         };
         self.make_current()?;
         let shape = LaunchShape {
-            grid: (plan.work_items, heads, 1),
+            grid: (work_items * rows.ctas_per_item(), 1, 1),
             threads: ATTENTION_THREADS,
-            shared_bytes: abi::attention_shared_bytes(hd),
+            shared_bytes: abi::attention_shared_bytes(hd, rows),
         };
         // SAFETY: the entry takes one `AttentionParams`; every buffer was checked against the
         // plan above, the plan's arrays live as long as `plan`, and the views borrow their

@@ -72,8 +72,10 @@ impl Engine {
         let mut limits = Vec::new();
         for element in [abi::ElementKind::Bf16, abi::ElementKind::F16] {
             for head_dim in [64, 128] {
-                let name = abi::attention_entry(element, head_dim).expect("built for these head dims");
-                limits.push((name, abi::attention_shared_bytes(head_dim)));
+                for rows in [abi::AttentionRows::Rows64, abi::AttentionRows::Rows128] {
+                    let name = abi::attention_entry(element, head_dim, rows).expect("built for these head dims");
+                    limits.push((name, abi::attention_shared_bytes(head_dim, rows)));
+                }
             }
             limits.push((abi::gemm_q_entry(element), abi::gemm_shared_bytes()));
             limits.push((abi::gemm_o_entry(element), abi::gemm_shared_bytes()));

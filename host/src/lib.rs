@@ -52,6 +52,7 @@ mod launch;
 mod memory;
 mod module;
 pub mod parallel;
+mod schedule;
 
 pub use attention::{AttentionArgs, AttentionConfig, AttentionPlan, KvLayout};
 pub use device_symbols::DeviceSymbols;
@@ -59,6 +60,7 @@ pub use element::{Element, Plain};
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use flashomni_kernels::abi;
+pub use flashomni_kernels::abi::AttentionRows;
 pub use gemm::{GemmOArgs, GemmOMode, GemmQArgs};
 pub use memory::{DeviceArray, DeviceView, DeviceViewMut};
 pub use module::Arch;

@@ -6,7 +6,8 @@
 //! same layout and meaning on both sides. [`KERNELS`] lists every entry with its parameter size;
 //! a host test checks it against the PTX the build produced.
 
-/// Rows of queries one attention CTA owns (4 warps of 32 rows).
+/// Query rows of one attention work item; symbol query blocks are multiples of it. A work item
+/// is computed by one CTA of 128 rows or by two CTAs of 64 rows ([`AttentionRows`]).
 pub const ATTENTION_TILE_Q: u32 = 128;
 /// Keys and values per attention main-loop iteration.
 pub const ATTENTION_TILE_KV: u32 = 64;
@@ -22,11 +23,36 @@ pub enum ElementKind {
     F16,
 }
 
+/// How many query rows one attention CTA computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttentionRows {
+    /// 64 rows (4 warps × 16 rows): twice the CTAs, for launches with few work items.
+    Rows64,
+    /// 128 rows (4 warps × 32 rows): each K/V fragment feeds two m-tiles; the default.
+    Rows128,
+}
+
+impl AttentionRows {
+    /// Query rows per CTA.
+    pub const fn rows(self) -> u32 {
+        match self {
+            AttentionRows::Rows64 => 64,
+            AttentionRows::Rows128 => 128,
+        }
+    }
+
+    /// CTAs per work item.
+    pub const fn ctas_per_item(self) -> u32 {
+        ATTENTION_TILE_Q / self.rows()
+    }
+}
+
 /// Parameters of one block-sparse attention launch.
 ///
-/// The grid is `(work_items, heads, 1)`: CTA `(w, h)` computes rows
-/// `[tile * ATTENTION_TILE_Q, +ATTENTION_TILE_Q)` of request `req` for head `h`, where
-/// `(req, tile) = (work[2w], work[2w + 1])`.
+/// `work` lists items of three `u32`: (request, q tile, head), where q tile `t` covers rows
+/// `[t · ATTENTION_TILE_Q, (t + 1) · ATTENTION_TILE_Q)` of the request. The grid is
+/// `(items · ctas_per_item, 1, 1)`; CTA `c` computes part `c % ctas_per_item` of item
+/// `c / ctas_per_item`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct AttentionParams {
@@ -44,7 +70,7 @@ pub struct AttentionParams {
     pub qo_indptr: u64,
     /// `u32[batch + 1]` key/value token offsets.
     pub kv_indptr: u64,
-    /// `u32[2 * work_items]` (request, q tile) pairs.
+    /// `u32[3 * work_items]` (request, q tile, head) triples.
     pub work: u64,
     /// Packed S_c bytes; 0 means "compute every block" (dense mode).
     pub caching: u64,
@@ -89,22 +115,27 @@ pub struct KernelAbi {
     pub param_size: usize,
 }
 
-/// The attention entry for an element type and head dimension, if one is built.
-pub const fn attention_entry(element: ElementKind, head_dim: u32) -> Option<&'static str> {
-    match (element, head_dim) {
-        (ElementKind::Bf16, 64) => Some("flashomni_attention_bf16_d64"),
-        (ElementKind::Bf16, 128) => Some("flashomni_attention_bf16_d128"),
-        (ElementKind::F16, 64) => Some("flashomni_attention_f16_d64"),
-        (ElementKind::F16, 128) => Some("flashomni_attention_f16_d128"),
+/// The attention entry for an element type, head dimension and CTA size, if one is built.
+pub const fn attention_entry(element: ElementKind, head_dim: u32, rows: AttentionRows) -> Option<&'static str> {
+    use AttentionRows::{Rows64, Rows128};
+    match (element, head_dim, rows) {
+        (ElementKind::Bf16, 64, Rows64) => Some("flashomni_attention_bf16_d64_r64"),
+        (ElementKind::Bf16, 64, Rows128) => Some("flashomni_attention_bf16_d64_r128"),
+        (ElementKind::Bf16, 128, Rows64) => Some("flashomni_attention_bf16_d128_r64"),
+        (ElementKind::Bf16, 128, Rows128) => Some("flashomni_attention_bf16_d128_r128"),
+        (ElementKind::F16, 64, Rows64) => Some("flashomni_attention_f16_d64_r64"),
+        (ElementKind::F16, 64, Rows128) => Some("flashomni_attention_f16_d64_r128"),
+        (ElementKind::F16, 128, Rows64) => Some("flashomni_attention_f16_d128_r64"),
+        (ElementKind::F16, 128, Rows128) => Some("flashomni_attention_f16_d128_r128"),
         _ => None,
     }
 }
 
-/// Dynamic shared memory an attention CTA needs for a head dimension: one Q tile plus two
-/// stages of K and V tiles, 16-bit elements.
-pub const fn attention_shared_bytes(head_dim: u32) -> u32 {
+/// Dynamic shared memory an attention CTA needs: one Q tile plus two stages of K and V tiles,
+/// 16-bit elements.
+pub const fn attention_shared_bytes(head_dim: u32, rows: AttentionRows) -> u32 {
     let row_bytes = head_dim * 2;
-    ATTENTION_TILE_Q * row_bytes + 2 * 2 * ATTENTION_TILE_KV * row_bytes
+    rows.rows() * row_bytes + 2 * 2 * ATTENTION_TILE_KV * row_bytes
 }
 
 /// Output rows one GEMM CTA computes.
@@ -203,10 +234,14 @@ const GEMM_PARAMS: usize = core::mem::size_of::<GemmParams>();
 
 /// Every entry the PTX module must contain, with its parameter size.
 pub const KERNELS: &[KernelAbi] = &[
-    KernelAbi { name: "flashomni_attention_bf16_d64", param_size: ATTENTION_PARAMS },
-    KernelAbi { name: "flashomni_attention_bf16_d128", param_size: ATTENTION_PARAMS },
-    KernelAbi { name: "flashomni_attention_f16_d64", param_size: ATTENTION_PARAMS },
-    KernelAbi { name: "flashomni_attention_f16_d128", param_size: ATTENTION_PARAMS },
+    KernelAbi { name: "flashomni_attention_bf16_d64_r64", param_size: ATTENTION_PARAMS },
+    KernelAbi { name: "flashomni_attention_bf16_d64_r128", param_size: ATTENTION_PARAMS },
+    KernelAbi { name: "flashomni_attention_bf16_d128_r64", param_size: ATTENTION_PARAMS },
+    KernelAbi { name: "flashomni_attention_bf16_d128_r128", param_size: ATTENTION_PARAMS },
+    KernelAbi { name: "flashomni_attention_f16_d64_r64", param_size: ATTENTION_PARAMS },
+    KernelAbi { name: "flashomni_attention_f16_d64_r128", param_size: ATTENTION_PARAMS },
+    KernelAbi { name: "flashomni_attention_f16_d128_r64", param_size: ATTENTION_PARAMS },
+    KernelAbi { name: "flashomni_attention_f16_d128_r128", param_size: ATTENTION_PARAMS },
     KernelAbi { name: gemm_q_entry(ElementKind::Bf16), param_size: GEMM_PARAMS },
     KernelAbi { name: gemm_q_entry(ElementKind::F16), param_size: GEMM_PARAMS },
     KernelAbi { name: gemm_o_entry(ElementKind::Bf16), param_size: GEMM_PARAMS },

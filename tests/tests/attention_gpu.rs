@@ -7,7 +7,8 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use flashomni::{
-    AttentionArgs, AttentionConfig, AttentionPlan, DeviceArray, DeviceSymbols, Element, Engine, Error, KvLayout,
+    AttentionArgs, AttentionConfig, AttentionPlan, AttentionRows, DeviceArray, DeviceSymbols, Element, Engine, Error,
+    KvLayout,
 };
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::compare::{Comparison, Tolerance};
@@ -30,6 +31,8 @@ struct Case {
     /// `None`: dense; `Some((kv_density, cache_ratio))`: random symbols.
     sparsity: Option<(f64, f64)>,
     with_lse: bool,
+    /// CTA size (both kernel variants must agree with the reference); `None`: chosen per launch.
+    rows: Option<AttentionRows>,
 }
 
 impl Case {
@@ -50,6 +53,7 @@ impl Case {
             kv_layout: if rng.gen_bool(0.5) { KvLayout::TokenMajor } else { KvLayout::HeadMajor },
             sparsity,
             with_lse: rng.gen_bool(0.5),
+            rows: [None, Some(AttentionRows::Rows64), Some(AttentionRows::Rows128)][rng.gen_range(0..3)],
         }
     }
 }
@@ -80,7 +84,8 @@ fn to_head_major<T: Copy>(values: &[T], tokens: usize, heads: usize, dim: usize)
 fn run_case<T: Element>(engine: &Engine, case: &Case) -> Result<Vec<T>> {
     let mut rng = seeded_rng(case.seed ^ 0x5eed);
     let shape = AttentionShape::from_requests(case.heads, case.head_dim, 128, 128, &case.requests);
-    let config = AttentionConfig::new(case.heads, case.head_dim).with_kv_layout(case.kv_layout);
+    let mut config = AttentionConfig::new(case.heads, case.head_dim).with_kv_layout(case.kv_layout);
+    config.cta_rows = case.rows;
     let plan = AttentionPlan::new(engine, config, &shape.qo_indptr, &shape.kv_indptr)?;
     let (hd, heads) = (case.head_dim as usize, case.heads as usize);
     let (total_q, total_kv) = (shape.total_q(), shape.total_kv());
@@ -192,6 +197,7 @@ fn full_sizes_with_masked_tails() -> Result<()> {
             kv_layout: KvLayout::TokenMajor,
             sparsity: Some((0.5, 0.3)),
             with_lse: true,
+            rows: Some(if seed % 2 == 0 { AttentionRows::Rows64 } else { AttentionRows::Rows128 }),
         };
         run_case::<bf16>(&engine, &case)?;
     }
@@ -209,6 +215,7 @@ fn rows_with_every_kv_block_dropped_are_zero() -> Result<()> {
         kv_layout: KvLayout::TokenMajor,
         sparsity: Some((0.0, 0.0)),
         with_lse: true,
+        rows: Some(AttentionRows::Rows128),
     };
     let out = run_case::<bf16>(&engine, &case)?;
     ensure!(out.iter().all(|x| x.to_f32() == 0.0), "every row must be exactly zero");

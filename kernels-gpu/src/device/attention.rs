@@ -1,7 +1,8 @@
 //! Block-sparse attention obeying FlashOmni's symbols, on `mma.sync` tensor cores.
 //!
-//! One CTA (4 warps) computes `ATTENTION_TILE_Q` = 128 query rows of one request and one head;
-//! each warp owns 32 rows (two m16 tiles) and keeps their O accumulators in registers.
+//! One CTA (4 warps) computes 64 or 128 query rows of one request and one head; each warp owns
+//! `MT` m16 tiles (16 or 32 rows) and keeps their O accumulators in registers. Work items are
+//! (request, 128-row q tile, head) triples chosen by the host (dense, or only computed blocks).
 //! - S_c = 0 for the CTA's query block: the CTA returns before any load or store.
 //! - The key/value loop walks 64-token tiles of kept KV blocks only: a dropped block is never
 //!   loaded nor multiplied. The next kept tile is fetched with `cp.async` into the other of two
@@ -18,8 +19,8 @@ use flashomni_symbols::{blocks, caching_index, skip_index};
 
 use super::element::{Bf16, F16, MmaElement};
 use super::ptx::{
-    block_index_x, block_index_y, cp_async_commit, cp_async_wait, exp2, ld_shared_v4, ldmatrix_x4, ldmatrix_x4_trans,
-    log2, shared_base, shfl_xor, st_global_v4, st_shared_b32, sync_threads, sync_warp, thread_index,
+    block_index_x, cp_async_commit, cp_async_wait, exp2, ld_shared_v4, ldmatrix_x4, ldmatrix_x4_trans, log2,
+    shared_base, shfl_xor, st_global_v4, st_shared_b32, sync_threads, sync_warp, thread_index,
 };
 use super::tile::Tile;
 use crate::abi::{ATTENTION_THREADS, ATTENTION_TILE_KV, ATTENTION_TILE_Q, AttentionParams};
@@ -32,9 +33,8 @@ const SUB_KV: u32 = 32;
 const SUB_TILES: u32 = ATTENTION_TILE_KV / SUB_KV;
 /// 8-wide n-tiles of the S accumulator per sub-tile.
 const SUB_NTILES: usize = SUB_KV as usize / 8;
-/// m16 tiles of query rows per warp (4 warps cover `ATTENTION_TILE_Q` rows).
-const M_TILES: usize = ATTENTION_TILE_Q as usize / (16 * 4);
-const _: () = assert!(M_TILES == 2, "the m-tile loops below are unrolled for two m-tiles");
+/// Warps per CTA.
+const WARPS: u32 = ATTENTION_THREADS / 32;
 
 /// A divisor the host guarantees to be nonzero, as a type whose division cannot panic.
 #[inline(always)]
@@ -99,32 +99,38 @@ struct RowStats {
     sum: [f32; 2],
 }
 
-/// Computes CTA `(work item, head)` of a block-sparse attention launch.
+/// Computes one CTA of a block-sparse attention launch.
 ///
-/// `DT` = head_dim / 8 (n-tiles of the O accumulator), `DK` = head_dim / 16 (k-steps of Q·Kᵀ).
+/// `DT` = head_dim / 8 (n-tiles of the O accumulator), `DK` = head_dim / 16 (k-steps of Q·Kᵀ),
+/// `MT` = m16 tiles per warp (1 or 2: 64- or 128-row CTAs). The m-tile loops are unrolled by
+/// `seq!` for up to two m-tiles, each guarded by `M < MT`.
 ///
 /// # Safety
 /// `params` must describe buffers validated by the host launcher (sizes, strides, 16-byte
 /// alignment, symbol segment lengths), and the launch must use `ATTENTION_THREADS` threads and
 /// `attention_shared_bytes(head_dim)` bytes of dynamic shared memory.
 #[inline(always)]
-unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &AttentionParams) {
+unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize, const MT: usize>(params: &AttentionParams) {
     let p = params;
     let tid = thread_index();
     let lane = tid % 32;
     let warp = tid / 32;
-    let work = block_index_x() as usize;
-    let head = block_index_y();
-
+    let cta_rows = 16 * WARPS * MT as u32;
+    let parts = ATTENTION_TILE_Q / cta_rows;
+    let (work, part) = ((block_index_x() / parts) as usize, block_index_x() % parts);
     // SAFETY: the host sized the work list for this grid: item `work` exists.
-    let (request, tile_q) = unsafe { (read_u32(p.work, 2 * work), read_u32(p.work, 2 * work + 1)) };
+    let (request, tile_q, head) =
+        unsafe { (read_u32(p.work, 3 * work), read_u32(p.work, 3 * work + 1), read_u32(p.work, 3 * work + 2)) };
     let r = request as usize;
     // SAFETY: `request` < batch and both indptrs hold batch + 1 entries.
     let (q_start, q_end, kv_start, kv_end) = unsafe {
         (read_u32(p.qo_indptr, r), read_u32(p.qo_indptr, r + 1), read_u32(p.kv_indptr, r), read_u32(p.kv_indptr, r + 1))
     };
     let (q_len, kv_len) = (q_end - q_start, kv_end - kv_start);
-    let row0 = tile_q * ATTENTION_TILE_Q;
+    let row0 = tile_q * ATTENTION_TILE_Q + part * cta_rows;
+    if row0 >= q_len {
+        return; // the second half of a request's last, partial q tile
+    }
     let q_block = row0 / nonzero(p.block_q);
 
     if p.caching != 0 {
@@ -152,7 +158,7 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &At
 
     // Shared memory: the Q tile, then two K stages, then two V stages.
     let chunks = DT as u32;
-    let q_tile = Tile::at(shared_base(), ATTENTION_TILE_Q, chunks);
+    let q_tile = Tile::at(shared_base(), cta_rows, chunks);
     let stage_bytes = Tile::at(0, ATTENTION_TILE_KV, chunks).bytes();
     let k_tile = |stage: u32| Tile::at(q_tile.end() + stage * stage_bytes, ATTENTION_TILE_KV, chunks);
     let v_tile = |stage: u32| Tile::at(q_tile.end() + (2 + stage) * stage_bytes, ATTENTION_TILE_KV, chunks);
@@ -194,14 +200,14 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &At
     cp_async_wait::<0>();
     sync_threads();
 
-    // Each warp owns `M_TILES` m16 tiles of query rows: every K and V fragment it loads feeds
+    // Each warp owns `MT` m16 tiles of query rows: every K and V fragment it loads feeds
     // all of them, which halves shared-memory reads per MMA against one m-tile per warp.
     // Q stays in shared memory and is re-read per k-step, to leave registers to O and S.
-    let warp_row = warp * 16 * M_TILES as u32;
+    let warp_row = warp * 16 * MT as u32;
     let row_bytes = q_tile.row_bytes();
     let q_base = q_tile.a_fragment_base(warp_row, lane);
-    let mut o = [[[0f32; 4]; DT]; M_TILES];
-    let mut stats = [const { RowStats { max: [f32::NEG_INFINITY; 2], sum: [0.0; 2] } }; M_TILES];
+    let mut o = [[[0f32; 4]; DT]; MT];
+    let mut stats = [const { RowStats { max: [f32::NEG_INFINITY; 2], sum: [0.0; 2] } }; MT];
     let mut stage = 0;
     while tile < walk.tiles {
         let next = walk.next_kept(tile + 1);
@@ -219,9 +225,9 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &At
             if tile * ATTENTION_TILE_KV + first_key >= kv_len {
                 break; // the rest of the last tile is past the sequence
             }
-            let mut s = [[[0f32; 4]; SUB_NTILES]; M_TILES];
+            let mut s = [[[0f32; 4]; SUB_NTILES]; MT];
             for k in 0..DK as u32 {
-                let mut a = [[0u32; 4]; M_TILES];
+                let mut a = [[0u32; 4]; MT];
                 for (m, a) in a.iter_mut().enumerate() {
                     let address = Tile::at_chunk(q_base, 2 * k) + 16 * m as u32 * row_bytes;
                     // SAFETY: the address lies in the Q tile, complete and visible since the
@@ -238,13 +244,15 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &At
                     }
                 }
             }
-            let mut p_frag = [[[0u32; 4]; SUB_NTILES / 2]; M_TILES];
+            let mut p_frag = [[[0u32; 4]; SUB_NTILES / 2]; MT];
             let key0 = tile * ATTENTION_TILE_KV + first_key;
             seq!(M in 0..2 {
-                let probabilities =
-                    softmax_update::<DT>(&mut s[M], &mut o[M], &mut stats[M], p.scale_log2, key0, kv_len, lane);
-                for (packed, a) in p_frag[M].iter_mut().zip(&probabilities) {
-                    *packed = [E::pack(a[0], a[1]), E::pack(a[2], a[3]), E::pack(a[4], a[5]), E::pack(a[6], a[7])];
+                if M < MT {
+                    let probabilities =
+                        softmax_update::<DT>(&mut s[M], &mut o[M], &mut stats[M], p.scale_log2, key0, kv_len, lane);
+                    for (packed, a) in p_frag[M].iter_mut().zip(&probabilities) {
+                        *packed = [E::pack(a[0], a[1]), E::pack(a[2], a[3]), E::pack(a[4], a[5]), E::pack(a[6], a[7])];
+                    }
                 }
             });
             for k in 0..SUB_NTILES / 2 {
@@ -266,15 +274,28 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize>(params: &At
         stage ^= 1;
     }
 
+    // Re-read the epilogue's scalars rather than keeping them live through the main loop,
+    // where every register goes to O and S.
+    // SAFETY: the same reads as at the start of the kernel.
+    let (head, q_start, q_len) = unsafe {
+        let request = read_u32(p.work, 3 * work) as usize;
+        let q_start = read_u32(p.qo_indptr, request);
+        (read_u32(p.work, 3 * work + 2), q_start, read_u32(p.qo_indptr, request + 1) - q_start)
+    };
+    let m_tile_row = |m: u32| warp_row + 16 * m;
     seq!(M in 0..2 {
-        // SAFETY: the launch matches the layout the host validated.
-        unsafe { write_output::<E, DT>(p, &q_tile, &o[M], &stats[M], q_start, q_len, row0, head, lane, warp_row + 16 * M) };
+        if M < MT {
+            // SAFETY: the launch matches the layout the host validated.
+            unsafe { write_output::<E, DT>(p, &q_tile, &o[M], &stats[M], q_start, q_len, row0, head, lane, m_tile_row(M)) };
+        }
     });
 }
 
 /// Folds one sub-tile of logits `s` (keys `key0..key0 + SUB_KV`) into the running statistics
 /// and O accumulator, and returns the probabilities as this lane's A fragments for P·V:
 /// `[k-step][a0..a7]` in fragment order.
+// `seq!` expands `ROW` to the literals 0 and 1, so `2 * ROW` reads as `2 * 0` to clippy.
+#[allow(clippy::erasing_op, clippy::identity_op)]
 #[inline(always)]
 fn softmax_update<const DT: usize>(
     s: &mut [[f32; 4]; SUB_NTILES],
@@ -330,7 +351,8 @@ fn softmax_update<const DT: usize>(
 ///
 /// # Safety
 /// `p` must describe a validated launch; `q_tile` must be this CTA's Q tile.
-#[allow(clippy::too_many_arguments)]
+// `seq!` expands `ROW` to the literals 0 and 1, so `8 * ROW` reads as `8 * 0` to clippy.
+#[allow(clippy::too_many_arguments, clippy::erasing_op, clippy::identity_op)]
 #[inline(always)]
 unsafe fn write_output<E: MmaElement, const DT: usize>(
     p: &AttentionParams,
@@ -390,7 +412,7 @@ unsafe fn write_output<E: MmaElement, const DT: usize>(
 }
 
 macro_rules! attention_entry {
-    ($name:ident, $element:ty, $dt:literal, $dk:literal) => {
+    ($name:ident, $element:ty, $dt:literal, $dk:literal, $mt:literal) => {
         /// Kernel entry: see [`attention`].
         ///
         /// # Safety
@@ -398,12 +420,16 @@ macro_rules! attention_entry {
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(params: AttentionParams) {
             // SAFETY: forwarded from the entry's contract.
-            unsafe { attention::<$element, $dt, $dk>(&params) }
+            unsafe { attention::<$element, $dt, $dk, $mt>(&params) }
         }
     };
 }
 
-attention_entry!(flashomni_attention_bf16_d64, Bf16, 8, 4);
-attention_entry!(flashomni_attention_bf16_d128, Bf16, 16, 8);
-attention_entry!(flashomni_attention_f16_d64, F16, 8, 4);
-attention_entry!(flashomni_attention_f16_d128, F16, 16, 8);
+attention_entry!(flashomni_attention_bf16_d64_r64, Bf16, 8, 4, 1);
+attention_entry!(flashomni_attention_bf16_d64_r128, Bf16, 8, 4, 2);
+attention_entry!(flashomni_attention_bf16_d128_r64, Bf16, 16, 8, 1);
+attention_entry!(flashomni_attention_bf16_d128_r128, Bf16, 16, 8, 2);
+attention_entry!(flashomni_attention_f16_d64_r64, F16, 8, 4, 1);
+attention_entry!(flashomni_attention_f16_d64_r128, F16, 8, 4, 2);
+attention_entry!(flashomni_attention_f16_d128_r64, F16, 16, 8, 1);
+attention_entry!(flashomni_attention_f16_d128_r128, F16, 16, 8, 2);

@@ -223,3 +223,14 @@ pub fn ballot(predicate: bool) -> u32 {
     };
     r
 }
+
+/// Asks the memory system to bring the 128-byte line holding `global` into L2
+/// (`prefetch.global.L2`); a hint with no architectural effect.
+///
+/// # Safety
+/// `global` must point into a live device allocation.
+#[inline(always)]
+pub unsafe fn prefetch_l2(global: *const u8) {
+    // SAFETY: guaranteed by the caller; a prefetch reads nothing into registers.
+    unsafe { asm!("prefetch.global.L2 [{0}];", in(reg64) global, options(nostack, readonly)) };
+}

@@ -3,12 +3,14 @@
 //! * [`attention()`]: block-sparse attention driven by S_c and S_s.
 //! * [`gemm_q()`]: GEMM-Q, `Y = X·Wᵀ + b` with tiles of cached (q block, head) pairs skipped.
 //! * [`gemm_o_cache()`] / [`gemm_o_active()`]: GEMM-O's two modes (reduction split by head).
+//! * [`ulysses::all_to_all_reference()`]: the sequence-parallel (Ulysses) all-to-all.
 //!
 //! The GEMM references take the S_c symbol through [`HeadSparsity`].
 
 pub mod attention;
 pub mod gemm_o;
 pub mod gemm_q;
+pub mod ulysses;
 
 pub use attention::{AttentionRef, AttentionShape, attention};
 pub use gemm_o::{gemm_o_active, gemm_o_cache};

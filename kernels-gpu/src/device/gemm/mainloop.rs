@@ -10,6 +10,10 @@
 //!     load tile i+S-1 into the stage tile i-1 used
 //!     multiply tile i
 //! ```
+//!
+//! The slot of the virtual tile `count` (the first stage nobody multiplies) goes to the
+//! caller's `tail` copies: GEMM-O loads its `C` tile there, so that the copy overlaps the last
+//! `S - 1` k-tiles instead of starting after the loop ([`tail_stage`] says where it lands).
 
 use super::{Accumulators, ELEMENT_BYTES, K_CHUNKS, MT, NT, WARP_M, WARP_N};
 use crate::abi::{GEMM_STAGES, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GEMM_WARPS_N, gemm_stage_bytes};
@@ -67,6 +71,13 @@ fn w_tile(smem: u32, stage: u32) -> Tile {
     Tile::at(a_tile(smem, stage).end(), GEMM_TILE_N, K_CHUNKS)
 }
 
+/// Shared address of the stage that receives the `tail` copies of a main loop of `count`
+/// k-tiles (the stage the virtual k-tile `count` would use).
+#[inline(always)]
+pub(super) fn tail_stage(smem: u32, count: u32) -> u32 {
+    smem + (count % GEMM_STAGES) * gemm_stage_bytes()
+}
+
 /// The stage after `stage`, cyclically.
 #[inline(always)]
 fn next_stage(stage: u32) -> u32 {
@@ -76,6 +87,11 @@ fn next_stage(stage: u32) -> u32 {
 /// Multiplies `count` k-tiles chosen by `walk` into fresh f32 accumulators; this warp's part of
 /// the CTA tile. On return every copy has landed and every warp has passed a barrier after its
 /// last shared-memory read, so the caller may reuse the pipeline's shared memory.
+///
+/// `tail(stage_address)` is called once, by every thread, in place of loading the virtual
+/// k-tile `count`: it may issue `cp.async` copies (without committing) into the
+/// `gemm_stage_bytes()` bytes at `stage_address` (= [`tail_stage`]`(smem, count)`); they
+/// have landed and are visible on return.
 ///
 /// Must be called by all threads of the CTA with CTA-uniform `count`.
 ///
@@ -89,6 +105,7 @@ pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk>(
     count: u32,
     walk: &mut W,
     smem: u32,
+    tail: impl Fn(u32),
 ) -> Accumulators {
     let tid = thread_index();
     let lane = tid % 32;
@@ -122,6 +139,8 @@ pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk>(
     while stage < GEMM_STAGES - 1 {
         if stage < count {
             load(stage, walk.next_k());
+        } else if stage == count {
+            tail(smem + stage * gemm_stage_bytes());
         }
         cp_async_commit();
         stage += 1;
@@ -136,6 +155,8 @@ pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk>(
         sync_threads();
         if i + GEMM_STAGES - 1 < count {
             load(write, walk.next_k());
+        } else if i + GEMM_STAGES - 1 == count {
+            tail(smem + write * gemm_stage_bytes());
         }
         cp_async_commit();
         multiply::<E>(&mut acc, &a_tile(smem, read), &w_tile(smem, read), a_row0, w_row0, lane);

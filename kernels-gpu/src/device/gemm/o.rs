@@ -9,16 +9,22 @@
 //! the pipeline then walks `D / GEMM_TILE_K` k-tiles per listed head with a cursor, so no
 //! symbol is decoded inside the loop. Every output tile is written, also when no head is
 //! selected (then it is the bias or `C` tile).
+//!
+//! The `C` tile of active mode is copied into shared memory as the main loop's tail (in the
+//! stage after the last k-tile's, overlapping the last k-tiles), and with symbols each CTA
+//! first asks L2 to prefetch it, so that its DRAM latency hides behind the symbol decode and
+//! the few k-tiles of the selected heads.
 
-use super::epilogue::epilogue;
-use super::mainloop::{KWalk, Operands, mainloop};
+use super::epilogue::{C_IN_STAGE, epilogue, load_c_tile};
+use super::mainloop::{KWalk, Operands, mainloop, tail_stage};
 use super::{ELEMENT_BYTES, nonzero, symbol_bit};
 use crate::abi::{
-    GEMM_O_MODE_ACTIVE, GEMM_STAGES, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GemmParams, gemm_stage_bytes,
+    GEMM_O_MODE_ACTIVE, GEMM_STAGES, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GemmParams, gemm_stage_bytes,
 };
 use crate::device::element::{Bf16, F16, MmaElement};
 use crate::device::ptx::{
-    ballot, block_index_x, block_index_y, ld_shared_b32, shared_base, st_shared_b32, sync_threads, thread_index,
+    ballot, block_index_x, block_index_y, ld_shared_b32, prefetch_l2, shared_base, st_shared_b32, sync_threads,
+    thread_index,
 };
 
 /// Walks the k-tiles of the listed heads: `tiles_per_head` consecutive tiles from each
@@ -72,6 +78,13 @@ unsafe fn gemm_o<E: MmaElement>(p: &GemmParams) {
     let segment = p.caching as *const u8;
     let q_block = (p.token_offset + m0) / nonzero(p.block_q);
     let want_computed = p.mode == GEMM_O_MODE_ACTIVE;
+    let has_c = p.c != 0;
+
+    // Sparse active mode: the CTA does little math, so start C's trip from DRAM now.
+    if has_c && !segment.is_null() {
+        // SAFETY: the lines lie inside C (rows below m, columns below n).
+        unsafe { prefetch_c(p, m0, n0, tid) };
+    }
 
     // Every warp ballots the S_c row 32 heads at a time (so each knows the count); warp 0
     // writes the list.
@@ -107,11 +120,51 @@ unsafe fn gemm_o<E: MmaElement>(p: &GemmParams) {
         w_rows: p.n - n0,
         k: p.k,
     };
+    let count = selected * tiles_per_head;
+    let c_staged = has_c && C_IN_STAGE;
+    let tail = |stage: u32| {
+        if c_staged {
+            // SAFETY: a validated launch with C; the tail stage holds one staging tile.
+            unsafe { load_c_tile(p, m0, n0, stage) };
+        }
+    };
     // SAFETY: every listed head's slice lies below k; shared memory is sized by the host for
     // the pipeline plus the list.
-    let acc = unsafe { mainloop::<E, _>(&ops, selected * tiles_per_head, &mut walk, smem) };
+    let acc = unsafe { mainloop::<E, _>(&ops, count, &mut walk, smem, tail) };
+    let staging = if C_IN_STAGE { tail_stage(smem, count) } else { smem };
     // SAFETY: as for the main loop; GEMM-O writes every element.
-    unsafe { epilogue::<E>(p, acc, m0, n0, smem, |_, _| true) };
+    unsafe { epilogue::<E>(p, acc, m0, n0, staging, c_staged, |_, _| true) };
+}
+
+/// 128-byte lines per row of a `C` tile.
+const C_LINES_PER_ROW: u32 = GEMM_TILE_N * ELEMENT_BYTES as u32 / 128;
+const _: () = assert!(
+    (GEMM_TILE_M * C_LINES_PER_ROW).is_multiple_of(GEMM_THREADS),
+    "every thread prefetches the same number of C lines"
+);
+
+/// Prefetches the CTA's `C` tile at (`m0`, `n0`) into L2, one 128-byte line per thread and step.
+///
+/// # Safety
+/// `p` must describe a validated launch with a `C` matrix.
+#[inline(always)]
+unsafe fn prefetch_c(p: &GemmParams, m0: u32, n0: u32, tid: u32) {
+    let rows = (p.m - m0).min(GEMM_TILE_M);
+    let cols = (p.n - n0).min(GEMM_TILE_N);
+    let row_bytes = p.n as u64 * ELEMENT_BYTES;
+    let corner = (m0 as u64 * p.n as u64 + n0 as u64) * ELEMENT_BYTES;
+    let mut i = 0;
+    while i < GEMM_TILE_M * C_LINES_PER_ROW / GEMM_THREADS {
+        let linear = tid + i * GEMM_THREADS;
+        let (row, line) = (linear / C_LINES_PER_ROW, linear % C_LINES_PER_ROW);
+        if row < rows && line * 64 < cols {
+            // SAFETY: element (m0 + row, n0 + 64·line) exists, so the address is inside C.
+            unsafe {
+                prefetch_l2((p.c as *const u8).add((corner + row as u64 * row_bytes + line as u64 * 128) as usize))
+            };
+        }
+        i += 1;
+    }
 }
 
 macro_rules! gemm_o_entry {

@@ -68,14 +68,14 @@ unsafe fn gemm_q<E: MmaElement>(p: &GemmParams) {
     let smem = shared_base();
     // SAFETY: the operands and walk cover the validated buffers; shared memory is sized by
     // the host for the pipeline.
-    let acc = unsafe { mainloop::<E, _>(&ops, p.k.div_ceil(GEMM_TILE_K), &mut AllTiles { k: 0 }, smem) };
+    let acc = unsafe { mainloop::<E, _>(&ops, p.k.div_ceil(GEMM_TILE_K), &mut AllTiles { k: 0 }, smem, |_| {}) };
     let writable = |row: u32, chunk: u32| {
         // SAFETY: `row` and `chunk` lie inside the matrix (checked by the epilogue first),
         // so the bit is inside the segment as above.
         all || unsafe { symbol_bit(segment, (first_token + row) / block_q * p.heads + (n0 + 8 * chunk) / head_dim) }
     };
     // SAFETY: as for the main loop.
-    unsafe { epilogue::<E>(p, acc, m0, n0, smem, writable) };
+    unsafe { epilogue::<E>(p, acc, m0, n0, smem, false, writable) };
 }
 
 macro_rules! gemm_q_entry {
