@@ -134,6 +134,16 @@ fn check_common(a: Buffer, w: Buffer, out: Buffer, m: u32, n: u32, k: u32) -> Re
     Ok(grid)
 }
 
+/// Splits the axis `axis` of length `len` into `heads` equal heads; returns `head_dim`.
+fn split_heads(axis: &str, len: u32, heads: u32) -> Result<u32> {
+    if heads == 0 || len == 0 || !len.is_multiple_of(heads) {
+        return Err(Error::InvalidShape(format!(
+            "{axis} = {len} must be heads × head_dim with heads = {heads} ≥ 1 and head_dim ≥ 1"
+        )));
+    }
+    Ok(len / heads)
+}
+
 /// Checks the symbols against the head count and the rows: request 0 must cover tokens
 /// `token_offset .. token_offset + m`.
 fn check_symbols(symbols: &DeviceSymbols, heads: u32, token_offset: u32, m: u32) -> Result<()> {
@@ -163,13 +173,7 @@ impl Engine {
     /// 8, 16-byte aligned `x`, `w` and `out`, a 4-byte aligned bias of `n` elements; with
     /// symbols, `heads` matching them and request 0's `q_len ≥ token_offset + m`.
     pub fn gemm_q<T: Element>(&self, args: GemmQArgs<'_, T>, m: u32, n: u32, k: u32, stream: &Stream) -> Result<()> {
-        if args.heads == 0 || n == 0 || !n.is_multiple_of(args.heads) {
-            return Err(Error::InvalidShape(format!(
-                "n = {n} must be heads × head_dim with heads = {} ≥ 1 and head_dim ≥ 1",
-                args.heads
-            )));
-        }
-        let head_dim = n / args.heads;
+        let head_dim = split_heads("n", n, args.heads)?;
         if !head_dim.is_multiple_of(8) {
             return Err(Error::Unsupported(format!("GEMM-Q head_dim {head_dim} (must be a multiple of 8)")));
         }
@@ -224,16 +228,10 @@ impl Engine {
     /// symbols, `heads` matching them, request 0's `q_len ≥ token_offset + m`, and
     /// `token_offset` and `block_q` multiples of 128 (so a 128-row tile lies in one block).
     pub fn gemm_o<T: Element>(&self, args: GemmOArgs<'_, T>, m: u32, n: u32, k: u32, stream: &Stream) -> Result<()> {
-        if args.heads == 0 || k == 0 || !k.is_multiple_of(args.heads) {
-            return Err(Error::InvalidShape(format!(
-                "k = {k} must be heads × head_dim with heads = {} ≥ 1 and head_dim ≥ 1",
-                args.heads
-            )));
-        }
+        let head_dim = split_heads("k", k, args.heads)?;
         if args.heads > GEMM_MAX_HEADS {
             return Err(Error::Unsupported(format!("GEMM-O with {} heads (at most {GEMM_MAX_HEADS})", args.heads)));
         }
-        let head_dim = k / args.heads;
         if !head_dim.is_multiple_of(GEMM_TILE_K) {
             return Err(Error::Unsupported(format!(
                 "GEMM-O head_dim {head_dim} (must be a multiple of {GEMM_TILE_K})"

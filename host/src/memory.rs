@@ -103,6 +103,27 @@ impl<T: Plain> DeviceArray<T> {
     }
 }
 
+/// The accessors every view type has: `address`, `len` and `is_empty` over its `address`
+/// and `len` fields.
+macro_rules! view_accessors {
+    () => {
+        /// Device address of the first element.
+        pub fn address(&self) -> u64 {
+            self.address
+        }
+
+        /// Number of elements.
+        pub fn len(&self) -> usize {
+            self.len
+        }
+
+        /// Whether the view has no elements.
+        pub fn is_empty(&self) -> bool {
+            self.len == 0
+        }
+    };
+}
+
 /// A borrowed, read-only range of `T` in device memory.
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceView<'a, T> {
@@ -122,20 +143,7 @@ impl<T: Plain> DeviceView<'_, T> {
         Self { address, len, _borrow: PhantomData }
     }
 
-    /// Device address of the first element.
-    pub fn address(&self) -> u64 {
-        self.address
-    }
-
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the view has no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
+    view_accessors!();
 }
 
 /// A borrowed, writable range of `T` in device memory.
@@ -156,18 +164,5 @@ impl<T: Plain> DeviceViewMut<'_, T> {
         Self { address, len, _borrow: PhantomData }
     }
 
-    /// Device address of the first element.
-    pub fn address(&self) -> u64 {
-        self.address
-    }
-
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the view has no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
+    view_accessors!();
 }

@@ -3,7 +3,7 @@
 //! `FLASHOMNI_REQUIRE_GPU=1` turns a skip into a failure, so a run on a GPU machine cannot
 //! pass by silently testing nothing.
 
-use flashomni::{DeviceArray, Element, Engine};
+use flashomni::{AttentionArgs, DeviceArray, DeviceSymbols, Element, Engine};
 
 /// The variable that makes a missing GPU a test failure.
 pub const REQUIRE_GPU: &str = "FLASHOMNI_REQUIRE_GPU";
@@ -22,10 +22,18 @@ pub fn engine_or_skip(test: &str) -> Option<Engine> {
         Ok(engine) => Some(engine),
         Err(err) if gpu_required() => panic!("{test}: {REQUIRE_GPU} is set but no GPU is usable: {err}"),
         Err(err) => {
-            eprintln!("SKIPPED {test}: no GPU ({err}); set {REQUIRE_GPU}=1 to make this a failure");
+            report_skip(test, &format!("no GPU ({err}); set {REQUIRE_GPU}=1 to make this a failure"));
             None
         }
     }
+}
+
+/// Prints `SKIPPED <test>: <why>` where the user sees it: through the process's stderr
+/// handle, which the test harness does not capture (it captures `eprintln!` of passing tests).
+pub fn report_skip(test: &str, why: &str) {
+    use std::io::Write;
+    // A failed write to stderr leaves nothing better to report it on.
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
 }
 
 /// The bit pattern written into outputs before a launch: all ones, a NaN in bf16, f16 and
@@ -51,4 +59,15 @@ fn to_bytes<T: Element>(value: T) -> [u8; 2] {
     // SAFETY: `T` is a 2-byte plain-data element (checked above); copying its bytes is sound.
     unsafe { core::ptr::copy_nonoverlapping((&value as *const T).cast::<u8>(), bytes.as_mut_ptr(), 2) };
     bytes
+}
+
+/// Attention arguments over whole device arrays `q`, `k`, `v` and `out`, without LSE output.
+pub fn attention_args<'a, T: Element>(
+    q: &'a DeviceArray<T>,
+    k: &'a DeviceArray<T>,
+    v: &'a DeviceArray<T>,
+    out: &'a mut DeviceArray<T>,
+    symbols: Option<&'a DeviceSymbols>,
+) -> AttentionArgs<'a, T> {
+    AttentionArgs { q: q.view(), k: k.view(), v: v.view(), out: out.view_mut(), lse: None, symbols }
 }

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail, ensure};
 use flashomni::{
     DeviceArray, DeviceSymbols, Element, Engine, Error, GemmOArgs, GemmOMode, GemmQArgs, abi::GEMM_TILE_M,
 };
-use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
+use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry, SymbolsView};
 use flashomni_tests::compare::{Comparison, Tolerance};
 use flashomni_tests::gpu::{engine_or_skip, is_poison, poisoned};
 use flashomni_tests::random::{random_symbols, seeded_rng};
@@ -36,20 +36,6 @@ fn random_elements<T: Element>(rng: &mut impl Rng, len: usize, scale: f32) -> (V
         .unzip()
 }
 
-/// Random S_c for one request of `q_len` tokens (S_s all ones), or `None` (dense).
-fn draw_symbols(
-    rng: &mut impl Rng,
-    heads: u32,
-    block_q: u32,
-    q_len: u32,
-    cache_ratio: Option<f64>,
-) -> Result<Option<PackedSymbols>> {
-    let Some(ratio) = cache_ratio else { return Ok(None) };
-    let requests = [RequestShape::new(q_len, 128)];
-    let geometry = SymbolGeometry::new(heads, block_q, 128, &requests)?;
-    Ok(Some(random_symbols(rng, &geometry, 1.0, ratio)))
-}
-
 /// A cache ratio: none (dense), everything cached, nothing cached, or in between.
 fn draw_cache_ratio(rng: &mut impl Rng) -> Option<f64> {
     match rng.gen_range(0..6) {
@@ -60,17 +46,10 @@ fn draw_cache_ratio(rng: &mut impl Rng) -> Option<f64> {
     }
 }
 
-/// Uploads optional host symbols.
-fn upload(symbols: Option<&PackedSymbols>) -> Result<Option<DeviceSymbols>> {
-    Ok(symbols.map(|s| DeviceSymbols::upload(&s.view())).transpose()?)
-}
-
-/// One randomly drawn GEMM-Q problem.
+/// What a GEMM-Q and a GEMM-O case share: the head split, where the rows lie in the
+/// request, the request's S_c and whether a bias is added.
 #[derive(Debug, Clone)]
-struct QCase {
-    seed: u64,
-    m: u32,
-    k: u32,
+struct HeadLayout {
     heads: u32,
     head_dim: u32,
     token_offset: u32,
@@ -81,6 +60,57 @@ struct QCase {
     with_bias: bool,
 }
 
+impl HeadLayout {
+    /// Draws `1..=max_heads` heads of 64 or 128, a token offset from `token_offset` and a
+    /// query block size from `block_qs`, then the rest.
+    fn draw<R: Rng>(
+        rng: &mut R,
+        max_heads: u32,
+        token_offset: impl FnOnce(&mut R) -> u32,
+        block_qs: &[u32],
+    ) -> HeadLayout {
+        HeadLayout {
+            heads: rng.gen_range(1..=max_heads),
+            head_dim: if rng.gen_bool(0.5) { 64 } else { 128 },
+            token_offset: token_offset(rng),
+            block_q: block_qs[rng.gen_range(0..block_qs.len())],
+            q_extra: rng.gen_range(0..=40),
+            cache_ratio: draw_cache_ratio(rng),
+            with_bias: rng.gen_bool(0.6),
+        }
+    }
+
+    /// Length of the axis split into heads (`n` of GEMM-Q, `k` of GEMM-O).
+    fn width(&self) -> u32 {
+        self.heads * self.head_dim
+    }
+
+    /// Random S_c for one request covering `m` GEMM rows (S_s all ones), or `None` (dense);
+    /// on the host and uploaded.
+    fn symbols(&self, rng: &mut impl Rng, m: u32) -> Result<(Option<PackedSymbols>, Option<DeviceSymbols>)> {
+        let Some(ratio) = self.cache_ratio else { return Ok((None, None)) };
+        let requests = [RequestShape::new(self.token_offset + m + self.q_extra, 128)];
+        let geometry = SymbolGeometry::new(self.heads, self.block_q, 128, &requests)?;
+        let symbols = random_symbols(rng, &geometry, 1.0, ratio);
+        let device = DeviceSymbols::upload(&symbols.view())?;
+        Ok((Some(symbols), Some(device)))
+    }
+
+    /// The references' view of `symbols` for these rows.
+    fn sparsity<'a>(&self, symbols: Option<&'a SymbolsView<'a>>) -> Option<HeadSparsity<'a>> {
+        symbols.map(|symbols| HeadSparsity { symbols, request: 0, token_offset: self.token_offset })
+    }
+}
+
+/// One randomly drawn GEMM-Q problem.
+#[derive(Debug, Clone)]
+struct QCase {
+    seed: u64,
+    m: u32,
+    k: u32,
+    layout: HeadLayout,
+}
+
 impl QCase {
     fn draw(seed: u64) -> QCase {
         let mut rng = seeded_rng(seed);
@@ -88,18 +118,17 @@ impl QCase {
             seed,
             m: rng.gen_range(1..=300),
             k: 8 * rng.gen_range(1..=72),
-            heads: rng.gen_range(1..=5),
-            head_dim: if rng.gen_bool(0.5) { 64 } else { 128 },
-            token_offset: if rng.gen_bool(0.3) { 128 * rng.gen_range(0..4) } else { rng.gen_range(0..=300) },
-            block_q: [64, 100, 128, 128, 256][rng.gen_range(0..5)],
-            q_extra: rng.gen_range(0..=40),
-            cache_ratio: draw_cache_ratio(&mut rng),
-            with_bias: rng.gen_bool(0.6),
+            layout: HeadLayout::draw(
+                &mut rng,
+                5,
+                |rng| if rng.gen_bool(0.3) { 128 * rng.gen_range(0..4) } else { rng.gen_range(0..=300) },
+                &[64, 100, 128, 128, 256],
+            ),
         }
     }
 
     fn n(&self) -> u32 {
-        self.heads * self.head_dim
+        self.layout.width()
     }
 }
 
@@ -110,9 +139,7 @@ fn run_q<T: Element>(engine: &Engine, case: &QCase) -> Result<Vec<T>> {
     let (x, x32) = random_elements::<T>(&mut rng, m * k, 1.0);
     let (w, w32) = random_elements::<T>(&mut rng, n * k, 1.0);
     let (bias, bias32) = random_elements::<T>(&mut rng, n, 1.0);
-    let q_len = case.token_offset + case.m + case.q_extra;
-    let symbols = draw_symbols(&mut rng, case.heads, case.block_q, q_len, case.cache_ratio)?;
-    let device_symbols = upload(symbols.as_ref())?;
+    let (symbols, device_symbols) = case.layout.symbols(&mut rng, case.m)?;
 
     let x_dev = DeviceArray::from_host(&x)?;
     let w_dev = DeviceArray::from_host(&w)?;
@@ -121,10 +148,10 @@ fn run_q<T: Element>(engine: &Engine, case: &QCase) -> Result<Vec<T>> {
     let args = GemmQArgs {
         x: x_dev.view(),
         w: w_dev.view(),
-        bias: case.with_bias.then(|| bias_dev.view()),
+        bias: case.layout.with_bias.then(|| bias_dev.view()),
         out: out.view_mut(),
-        token_offset: case.token_offset,
-        heads: case.heads,
+        token_offset: case.layout.token_offset,
+        heads: case.layout.heads,
         symbols: device_symbols.as_ref(),
     };
     engine.gemm_q(args, case.m, case.n(), case.k, engine.stream())?;
@@ -132,9 +159,9 @@ fn run_q<T: Element>(engine: &Engine, case: &QCase) -> Result<Vec<T>> {
     let got = out.to_host()?;
 
     let view = symbols.as_ref().map(PackedSymbols::view);
-    let sparsity = view.as_ref().map(|symbols| HeadSparsity { symbols, request: 0, token_offset: case.token_offset });
-    let shape = GemmShape { m, n, k, heads: case.heads };
-    let want = gemm_q(&x32, &w32, case.with_bias.then_some(bias32.as_slice()), shape, sparsity.as_ref());
+    let sparsity = case.layout.sparsity(view.as_ref());
+    let shape = GemmShape { m, n, k, heads: case.layout.heads };
+    let want = gemm_q(&x32, &w32, case.layout.with_bias.then_some(bias32.as_slice()), shape, sparsity.as_ref());
     let tolerance = Tolerance::for_element(T::NAME);
     let mut comparison = Comparison::default();
     for (i, &value) in got.iter().enumerate() {
@@ -155,13 +182,7 @@ struct OCase {
     seed: u64,
     m: u32,
     n: u32,
-    heads: u32,
-    head_dim: u32,
-    token_offset: u32,
-    block_q: u32,
-    q_extra: u32,
-    cache_ratio: Option<f64>,
-    with_bias: bool,
+    layout: HeadLayout,
 }
 
 impl OCase {
@@ -171,18 +192,12 @@ impl OCase {
             seed,
             m: rng.gen_range(1..=300),
             n: 8 * rng.gen_range(1..=48),
-            heads: rng.gen_range(1..=6),
-            head_dim: if rng.gen_bool(0.5) { 64 } else { 128 },
-            token_offset: GEMM_TILE_M * rng.gen_range(0..4),
-            block_q: [128, 256][rng.gen_range(0..2)],
-            q_extra: rng.gen_range(0..=40),
-            cache_ratio: draw_cache_ratio(&mut rng),
-            with_bias: rng.gen_bool(0.6),
+            layout: HeadLayout::draw(&mut rng, 6, |rng| GEMM_TILE_M * rng.gen_range(0..4), &[128, 256]),
         }
     }
 
     fn k(&self) -> u32 {
-        self.heads * self.head_dim
+        self.layout.width()
     }
 }
 
@@ -195,9 +210,7 @@ fn run_o<T: Element>(engine: &Engine, case: &OCase) -> Result<()> {
     let (a, a32) = random_elements::<T>(&mut rng, m * k, 0.5);
     let (w, w32) = random_elements::<T>(&mut rng, n * k, 0.5);
     let (bias, bias32) = random_elements::<T>(&mut rng, n, 1.0);
-    let q_len = case.token_offset + case.m + case.q_extra;
-    let symbols = draw_symbols(&mut rng, case.heads, case.block_q, q_len, case.cache_ratio)?;
-    let device_symbols = upload(symbols.as_ref())?;
+    let (symbols, device_symbols) = case.layout.symbols(&mut rng, case.m)?;
 
     let a_dev = DeviceArray::from_host(&a)?;
     let w_dev = DeviceArray::from_host(&w)?;
@@ -207,11 +220,11 @@ fn run_o<T: Element>(engine: &Engine, case: &OCase) -> Result<()> {
     let args = GemmOArgs {
         a: a_dev.view(),
         w: w_dev.view(),
-        bias_or_cache: case.with_bias.then(|| bias_dev.view()),
+        bias_or_cache: case.layout.with_bias.then(|| bias_dev.view()),
         out: cache.view_mut(),
         mode: GemmOMode::Cache,
-        token_offset: case.token_offset,
-        heads: case.heads,
+        token_offset: case.layout.token_offset,
+        heads: case.layout.heads,
         symbols: device_symbols.as_ref(),
     };
     engine.gemm_o(args, case.m, case.n, case.k(), engine.stream())?;
@@ -221,8 +234,8 @@ fn run_o<T: Element>(engine: &Engine, case: &OCase) -> Result<()> {
         bias_or_cache: Some(cache.view()),
         out: out.view_mut(),
         mode: GemmOMode::Active,
-        token_offset: case.token_offset,
-        heads: case.heads,
+        token_offset: case.layout.token_offset,
+        heads: case.layout.heads,
         symbols: device_symbols.as_ref(),
     };
     engine.gemm_o(args, case.m, case.n, case.k(), engine.stream())?;
@@ -231,9 +244,9 @@ fn run_o<T: Element>(engine: &Engine, case: &OCase) -> Result<()> {
     let got = out.to_host()?;
 
     let view = symbols.as_ref().map(PackedSymbols::view);
-    let sparsity = view.as_ref().map(|symbols| HeadSparsity { symbols, request: 0, token_offset: case.token_offset });
-    let shape = GemmShape { m, n, k, heads: case.heads };
-    let bias_ref = case.with_bias.then_some(bias32.as_slice());
+    let sparsity = case.layout.sparsity(view.as_ref());
+    let shape = GemmShape { m, n, k, heads: case.layout.heads };
+    let bias_ref = case.layout.with_bias.then_some(bias32.as_slice());
     let cache32: Vec<f32> = got_cache.iter().map(|x| x.to_f32()).collect();
     let want_cache = gemm_o_cache(&a32, &w32, bias_ref, shape, sparsity.as_ref());
     let want_active = gemm_o_active(&a32, &w32, Some(&cache32), shape, sparsity.as_ref());
@@ -285,20 +298,20 @@ fn gemm_o_matches_reference_on_fixed_seeds() -> Result<()> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
-
-    #[test]
-    fn gemm_q_matches_reference_on_fresh_seeds(seed in any::<u64>()) {
-        let Some(engine) = engine_or_skip("gemm_q_matches_reference_on_fresh_seeds") else { return Ok(()) };
+#[test]
+fn gemm_q_matches_reference_on_fresh_seeds() {
+    let Some(engine) = engine_or_skip("gemm_q_matches_reference_on_fresh_seeds") else { return };
+    proptest!(ProptestConfig::with_cases(16), |(seed in any::<u64>())| {
         run_q_both_types(&engine, &QCase::draw(seed)).map_err(|err| TestCaseError::fail(format!("{err:#}")))?;
-    }
+    });
+}
 
-    #[test]
-    fn gemm_o_matches_reference_on_fresh_seeds(seed in any::<u64>()) {
-        let Some(engine) = engine_or_skip("gemm_o_matches_reference_on_fresh_seeds") else { return Ok(()) };
+#[test]
+fn gemm_o_matches_reference_on_fresh_seeds() {
+    let Some(engine) = engine_or_skip("gemm_o_matches_reference_on_fresh_seeds") else { return };
+    proptest!(ProptestConfig::with_cases(16), |(seed in any::<u64>())| {
         run_o_both_types(&engine, &OCase::draw(seed)).map_err(|err| TestCaseError::fail(format!("{err:#}")))?;
-    }
+    });
 }
 
 #[test]
@@ -307,10 +320,7 @@ fn gemm_q_mixed_tiles_write_only_computed_pairs() -> Result<()> {
     // head_dim 64: every 128-column tile spans two heads; token_offset 64: every 128-row tile
     // spans two query blocks, so many tiles have both computed and cached pairs.
     for (seed, ratio) in [(1, Some(0.5)), (2, Some(0.75)), (3, Some(0.25))] {
-        let case = QCase {
-            seed,
-            m: 333,
-            k: 200,
+        let layout = HeadLayout {
             heads: 6,
             head_dim: 64,
             token_offset: 64,
@@ -319,6 +329,7 @@ fn gemm_q_mixed_tiles_write_only_computed_pairs() -> Result<()> {
             cache_ratio: ratio,
             with_bias: true,
         };
+        let case = QCase { seed, m: 333, k: 200, layout };
         run_q_both_types(&engine, &case)?;
     }
     Ok(())
@@ -327,10 +338,7 @@ fn gemm_q_mixed_tiles_write_only_computed_pairs() -> Result<()> {
 #[test]
 fn gemm_larger_shapes() -> Result<()> {
     let Some(engine) = engine_or_skip("gemm_larger_shapes") else { return Ok(()) };
-    let q = QCase {
-        seed: 41,
-        m: 515,
-        k: 1016,
+    let layout = HeadLayout {
         heads: 2,
         head_dim: 128,
         token_offset: 512,
@@ -339,11 +347,9 @@ fn gemm_larger_shapes() -> Result<()> {
         cache_ratio: Some(0.5),
         with_bias: true,
     };
+    let q = QCase { seed: 41, m: 515, k: 1016, layout };
     run_q::<bf16>(&engine, &q)?;
-    let o = OCase {
-        seed: 42,
-        m: 520,
-        n: 392,
+    let layout = HeadLayout {
         heads: 4,
         head_dim: 128,
         token_offset: 512,
@@ -352,6 +358,7 @@ fn gemm_larger_shapes() -> Result<()> {
         cache_ratio: Some(0.6),
         with_bias: true,
     };
+    let o = OCase { seed: 42, m: 520, n: 392, layout };
     run_o::<bf16>(&engine, &o)?;
     Ok(())
 }

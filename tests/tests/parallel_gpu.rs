@@ -19,10 +19,10 @@ use anyhow::{Context, Result, bail, ensure};
 use cust::device::Device;
 use flashomni::parallel::nccl::{LIBRARY_ENV, NVLS_ENV};
 use flashomni::parallel::{Communicator, Nccl, UlyssesArgs, UlyssesAttention, UniqueId};
-use flashomni::{AttentionArgs, AttentionConfig, AttentionPlan, DeviceArray, Element, Engine, Error, KvLayout};
+use flashomni::{AttentionConfig, AttentionPlan, DeviceArray, Element, Engine, Error, KvLayout};
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::compare::{Comparison, Tolerance};
-use flashomni_tests::gpu::{engine_or_skip, gpu_required, is_poison, poisoned};
+use flashomni_tests::gpu::{attention_args, engine_or_skip, gpu_required, is_poison, poisoned, report_skip};
 use flashomni_tests::random::{random_symbols, seeded_rng};
 use flashomni_tests::reference::attention::AttentionShape;
 use flashomni_tests::reference::ulysses::split_tokens;
@@ -51,7 +51,7 @@ fn nccl_or_skip(test: &str) -> Option<Arc<Nccl>> {
         if gpu_required() {
             panic!("{test}: {LIBRARY_ENV} is set but NCCL does not load: {err}");
         }
-        eprintln!("SKIPPED {test}: {err}");
+        report_skip(test, &err.to_string());
         return None;
     }
     if let Some(dir) = python_nccl_dir() {
@@ -63,9 +63,12 @@ fn nccl_or_skip(test: &str) -> Option<Arc<Nccl>> {
             Err(err) => eprintln!("{test}: the python3 NCCL wheel does not load: {err}"),
         }
     }
-    eprintln!(
-        "SKIPPED {test}: NCCL not found ({err}); set {LIBRARY_ENV} to libnccl.so.2 or its folder \
-         (pip wheel nvidia-nccl-cu13: site-packages/nvidia/nccl/lib)"
+    report_skip(
+        test,
+        &format!(
+            "NCCL not found ({err}); set {LIBRARY_ENV} to libnccl.so.2 or its folder \
+             (pip wheel nvidia-nccl-cu13: site-packages/nvidia/nccl/lib)"
+        ),
     );
     None
 }
@@ -127,14 +130,7 @@ impl<T: Element> Data<T> {
         for symbols in &self.symbols {
             let device = symbols.as_ref().map(|s| flashomni::DeviceSymbols::upload(&s.view())).transpose()?;
             let mut out = poisoned::<T>(self.q.len())?;
-            let args = AttentionArgs {
-                q: q.view(),
-                k: k.view(),
-                v: v.view(),
-                out: out.view_mut(),
-                lse: None,
-                symbols: device.as_ref(),
-            };
+            let args = attention_args(&q, &k, &v, &mut out, device.as_ref());
             engine.attention(&plan, args, engine.stream())?;
             engine.synchronize()?;
             outputs.push(out.to_host()?);
@@ -287,7 +283,7 @@ fn ranks_match_single_gpu() -> Result<()> {
     let Some(engine) = engine_or_skip(NAME) else { return Ok(()) };
     let devices = Device::num_devices().context("counting devices")?;
     if devices < 2 {
-        eprintln!("SKIPPED {NAME}: needs at least 2 GPUs, found {devices}");
+        report_skip(NAME, &format!("needs at least 2 GPUs, found {devices}"));
         return Ok(());
     }
     let Some(nccl) = nccl_or_skip(NAME) else { return Ok(()) };

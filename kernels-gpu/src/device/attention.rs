@@ -306,12 +306,16 @@ fn softmax_update<const DT: usize>(
     kv_len: u32,
     lane: u32,
 ) -> [[f32; 8]; SUB_NTILES / 2] {
-    let first_col = key0 + (lane % 4) * 2;
-    let partial = key0 + SUB_KV > kv_len;
-    for (n, acc) in s.iter_mut().enumerate() {
-        for (i, x) in acc.iter_mut().enumerate() {
-            let col = first_col + n as u32 * 8 + (i as u32 % 2);
-            *x = if partial && col >= kv_len { f32::NEG_INFINITY } else { *x * scale_log2 };
+    // Logits stay unscaled until the exponent: the scale is positive, so the maximum of the
+    // raw logits scales to the maximum of the scaled ones, and `s·scale − max` is one FFMA.
+    if key0 + SUB_KV > kv_len {
+        let first_col = key0 + (lane % 4) * 2;
+        for (n, acc) in s.iter_mut().enumerate() {
+            for (i, x) in acc.iter_mut().enumerate() {
+                if first_col + n as u32 * 8 + (i as u32 % 2) >= kv_len {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
         }
     }
     seq!(ROW in 0..2 {
@@ -323,13 +327,13 @@ fn softmax_update<const DT: usize>(
         tile_max = tile_max.max(shfl_xor(tile_max, 2));
         // The first sub-tile of a kept tile holds a valid key, so from then on `new_max` is
         // finite (a later, fully masked sub-tile rescales by 1 and adds zeros).
-        let new_max = stats.max[ROW].max(tile_max);
+        let new_max = stats.max[ROW].max(tile_max * scale_log2);
         let rescale = exp2(stats.max[ROW] - new_max);
         stats.max[ROW] = new_max;
         let mut tile_sum = 0.0;
         for acc in s.iter_mut() {
-            acc[2 * ROW] = exp2(acc[2 * ROW] - new_max);
-            acc[2 * ROW + 1] = exp2(acc[2 * ROW + 1] - new_max);
+            acc[2 * ROW] = exp2(core::f32::math::mul_add(acc[2 * ROW], scale_log2, -new_max));
+            acc[2 * ROW + 1] = exp2(core::f32::math::mul_add(acc[2 * ROW + 1], scale_log2, -new_max));
             tile_sum += acc[2 * ROW] + acc[2 * ROW + 1];
         }
         stats.sum[ROW] = core::f32::math::mul_add(stats.sum[ROW], rescale, tile_sum);

@@ -80,24 +80,29 @@ pub fn cp_async_wait<const N: u32>() {
     unsafe { asm!("cp.async.wait_group {0};", const N, options(nostack)) };
 }
 
+/// Runs the read-only shared-memory load `$op` with operands `{a, b, c, d}, [$address]` and
+/// returns the four 32-bit registers. Expands to an `asm!` call, so it must be used inside an
+/// `unsafe` block whose contract makes the load valid.
+macro_rules! shared_load_x4 {
+    ($op:literal, $address:expr) => {{
+        let (a, b, c, d): (u32, u32, u32, u32);
+        asm!(
+            concat!($op, " {{{0}, {1}, {2}, {3}}}, [{4}];"),
+            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) $address,
+            options(nostack, readonly)
+        );
+        [a, b, c, d]
+    }};
+}
+
 /// `ldmatrix.x4`: four 8×8 16-bit matrices, row addresses supplied by lanes 0–31.
 ///
 /// # Safety
 /// `address` must be a 16-byte aligned shared address of 16 readable bytes.
 #[inline(always)]
 pub unsafe fn ldmatrix_x4(address: u32) -> [u32; 4] {
-    let r: [u32; 4];
     // SAFETY: guaranteed by the caller; the instruction only reads shared memory.
-    unsafe {
-        let (a, b, c, d): (u32, u32, u32, u32);
-        asm!(
-            "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{{0}, {1}, {2}, {3}}}, [{4}];",
-            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) address,
-            options(nostack, readonly)
-        );
-        r = [a, b, c, d];
-    }
-    r
+    unsafe { shared_load_x4!("ldmatrix.sync.aligned.m8n8.x4.shared.b16", address) }
 }
 
 /// `ldmatrix.x4.trans`: like [`ldmatrix_x4`], each 8×8 matrix transposed.
@@ -106,18 +111,8 @@ pub unsafe fn ldmatrix_x4(address: u32) -> [u32; 4] {
 /// As for [`ldmatrix_x4`].
 #[inline(always)]
 pub unsafe fn ldmatrix_x4_trans(address: u32) -> [u32; 4] {
-    let r: [u32; 4];
     // SAFETY: guaranteed by the caller; the instruction only reads shared memory.
-    unsafe {
-        let (a, b, c, d): (u32, u32, u32, u32);
-        asm!(
-            "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{{0}, {1}, {2}, {3}}}, [{4}];",
-            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) address,
-            options(nostack, readonly)
-        );
-        r = [a, b, c, d];
-    }
-    r
+    unsafe { shared_load_x4!("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16", address) }
 }
 
 /// Stores one 32-bit word to shared memory.
@@ -136,18 +131,8 @@ pub unsafe fn st_shared_b32(address: u32, value: u32) {
 /// `address` must be a 16-byte aligned shared address inside the CTA's allocation.
 #[inline(always)]
 pub unsafe fn ld_shared_v4(address: u32) -> [u32; 4] {
-    let r: [u32; 4];
     // SAFETY: guaranteed by the caller.
-    unsafe {
-        let (a, b, c, d): (u32, u32, u32, u32);
-        asm!(
-            "ld.shared.v4.b32 {{{0}, {1}, {2}, {3}}}, [{4}];",
-            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) address,
-            options(nostack, readonly)
-        );
-        r = [a, b, c, d];
-    }
-    r
+    unsafe { shared_load_x4!("ld.shared.v4.b32", address) }
 }
 
 /// Stores 16 bytes to global memory.

@@ -19,7 +19,10 @@ mod q;
 
 use core::num::NonZeroU32;
 
-use crate::abi::{GEMM_STAGES, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N};
+use crate::abi::{
+    GEMM_STAGES, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N, GemmParams,
+};
+use mainloop::Operands;
 
 /// Bytes per element of every instantiated type.
 const ELEMENT_BYTES: u64 = 2;
@@ -65,3 +68,39 @@ unsafe fn symbol_bit(segment: *const u8, index: u32) -> bool {
     // SAFETY: guaranteed by the caller.
     unsafe { (*segment.add((index / 8) as usize) >> (index % 8)) & 1 != 0 }
 }
+
+/// The operands of the CTA whose output tile starts at row `m0`, column `n0`.
+///
+/// # Safety
+/// `p` must describe buffers validated by the host launcher, and rows `m0 < m` and `n0 < n`
+/// must exist (the grid covers m and n).
+#[inline(always)]
+unsafe fn tile_operands(p: &GemmParams, m0: u32, n0: u32) -> Operands {
+    let row_bytes = p.k as u64 * ELEMENT_BYTES;
+    Operands {
+        // SAFETY: rows m0 and n0 exist (guaranteed by the caller), so these are in bounds.
+        a: unsafe { (p.a as *const u8).add((m0 as u64 * row_bytes) as usize) },
+        // SAFETY: as above.
+        w: unsafe { (p.w as *const u8).add((n0 as u64 * row_bytes) as usize) },
+        row_bytes,
+        a_rows: p.m - m0,
+        w_rows: p.n - n0,
+        k: p.k,
+    }
+}
+
+/// Defines the `extern "ptx-kernel"` entry `$name` that runs `$kernel::<$element>`.
+macro_rules! gemm_entry {
+    ($name:ident, $kernel:ident, $element:ty) => {
+        #[doc = concat!("Kernel entry: see [`", stringify!($kernel), "`].")]
+        ///
+        /// # Safety
+        /// Launched only by the host crate with a validated [`GemmParams`].
+        #[unsafe(no_mangle)]
+        pub unsafe extern "ptx-kernel" fn $name(params: GemmParams) {
+            // SAFETY: forwarded from the entry's contract.
+            unsafe { $kernel::<$element>(&params) }
+        }
+    };
+}
+use gemm_entry;

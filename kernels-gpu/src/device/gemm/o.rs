@@ -16,8 +16,8 @@
 //! the few k-tiles of the selected heads.
 
 use super::epilogue::{C_IN_STAGE, epilogue, load_c_tile};
-use super::mainloop::{KWalk, Operands, mainloop, tail_stage};
-use super::{ELEMENT_BYTES, nonzero, symbol_bit};
+use super::mainloop::{KWalk, mainloop, tail_stage};
+use super::{ELEMENT_BYTES, gemm_entry, nonzero, symbol_bit, tile_operands};
 use crate::abi::{
     GEMM_O_MODE_ACTIVE, GEMM_STAGES, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GemmParams, gemm_stage_bytes,
 };
@@ -109,17 +109,8 @@ unsafe fn gemm_o<E: MmaElement>(p: &GemmParams) {
 
     let tiles_per_head = p.head_dim / GEMM_TILE_K;
     let mut walk = HeadWalk { list, entry: 0, tile: 0, tiles_per_head, head_k: 0 };
-    let row_bytes = p.k as u64 * ELEMENT_BYTES;
-    let ops = Operands {
-        // SAFETY: rows m0 and n0 exist (the grid covers m and n), so these are in bounds.
-        a: unsafe { (p.a as *const u8).add((m0 as u64 * row_bytes) as usize) },
-        // SAFETY: as above.
-        w: unsafe { (p.w as *const u8).add((n0 as u64 * row_bytes) as usize) },
-        row_bytes,
-        a_rows: p.m - m0,
-        w_rows: p.n - n0,
-        k: p.k,
-    };
+    // SAFETY: rows m0 and n0 exist (the grid covers m and n).
+    let ops = unsafe { tile_operands(p, m0, n0) };
     let count = selected * tiles_per_head;
     let c_staged = has_c && C_IN_STAGE;
     let tail = |stage: u32| {
@@ -167,19 +158,5 @@ unsafe fn prefetch_c(p: &GemmParams, m0: u32, n0: u32, tid: u32) {
     }
 }
 
-macro_rules! gemm_o_entry {
-    ($name:ident, $element:ty) => {
-        /// Kernel entry: see [`gemm_o`].
-        ///
-        /// # Safety
-        /// Launched only by the host crate with a validated [`GemmParams`].
-        #[unsafe(no_mangle)]
-        pub unsafe extern "ptx-kernel" fn $name(params: GemmParams) {
-            // SAFETY: forwarded from the entry's contract.
-            unsafe { gemm_o::<$element>(&params) }
-        }
-    };
-}
-
-gemm_o_entry!(flashomni_gemm_o_bf16, Bf16);
-gemm_o_entry!(flashomni_gemm_o_f16, F16);
+gemm_entry!(flashomni_gemm_o_bf16, gemm_o, Bf16);
+gemm_entry!(flashomni_gemm_o_f16, gemm_o, F16);

@@ -8,8 +8,8 @@
 //! keep the output buffer's contents.
 
 use super::epilogue::epilogue;
-use super::mainloop::{AllTiles, Operands, mainloop};
-use super::{ELEMENT_BYTES, nonzero, symbol_bit};
+use super::mainloop::{AllTiles, mainloop};
+use super::{gemm_entry, nonzero, symbol_bit, tile_operands};
 use crate::abi::{GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GemmParams};
 use crate::device::element::{Bf16, F16, MmaElement};
 use crate::device::ptx::{block_index_x, block_index_y, shared_base};
@@ -54,17 +54,8 @@ unsafe fn gemm_q<E: MmaElement>(p: &GemmParams) {
         return; // every pair is cached: the tile keeps the output buffer's contents
     }
 
-    let row_bytes = p.k as u64 * ELEMENT_BYTES;
-    let ops = Operands {
-        // SAFETY: rows m0 and n0 exist (the grid covers m and n), so these are in bounds.
-        a: unsafe { (p.a as *const u8).add((m0 as u64 * row_bytes) as usize) },
-        // SAFETY: as above.
-        w: unsafe { (p.w as *const u8).add((n0 as u64 * row_bytes) as usize) },
-        row_bytes,
-        a_rows: p.m - m0,
-        w_rows: p.n - n0,
-        k: p.k,
-    };
+    // SAFETY: rows m0 and n0 exist (the grid covers m and n).
+    let ops = unsafe { tile_operands(p, m0, n0) };
     let smem = shared_base();
     // SAFETY: the operands and walk cover the validated buffers; shared memory is sized by
     // the host for the pipeline.
@@ -78,19 +69,5 @@ unsafe fn gemm_q<E: MmaElement>(p: &GemmParams) {
     unsafe { epilogue::<E>(p, acc, m0, n0, smem, false, writable) };
 }
 
-macro_rules! gemm_q_entry {
-    ($name:ident, $element:ty) => {
-        /// Kernel entry: see [`gemm_q`].
-        ///
-        /// # Safety
-        /// Launched only by the host crate with a validated [`GemmParams`].
-        #[unsafe(no_mangle)]
-        pub unsafe extern "ptx-kernel" fn $name(params: GemmParams) {
-            // SAFETY: forwarded from the entry's contract.
-            unsafe { gemm_q::<$element>(&params) }
-        }
-    };
-}
-
-gemm_q_entry!(flashomni_gemm_q_bf16, Bf16);
-gemm_q_entry!(flashomni_gemm_q_f16, F16);
+gemm_entry!(flashomni_gemm_q_bf16, gemm_q, Bf16);
+gemm_entry!(flashomni_gemm_q_f16, gemm_q, F16);

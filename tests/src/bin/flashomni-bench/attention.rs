@@ -2,8 +2,9 @@
 //! and S_c cache ratios at full KV.
 
 use anyhow::Result;
-use flashomni::{AttentionArgs, AttentionConfig, AttentionPlan, DeviceArray, DeviceSymbols, Engine};
+use flashomni::{AttentionConfig, AttentionPlan, DeviceArray, DeviceSymbols, Engine};
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
+use flashomni_tests::gpu::attention_args;
 use flashomni_tests::random::{random_symbols, seeded_rng};
 use half::bf16;
 use rand::Rng;
@@ -68,14 +69,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
             let device_symbols = DeviceSymbols::upload(&symbols.view())?;
             let dense = density == 1.0 && cache_ratio == 0.0;
             let ms = median_ms(engine.stream(), options.warmup, options.iters, || {
-                let args = AttentionArgs {
-                    q: q.view(),
-                    k: k.view(),
-                    v: v.view(),
-                    out: out.view_mut(),
-                    lse: None,
-                    symbols: (!dense).then_some(&device_symbols),
-                };
+                let args = attention_args(&q, &k, &v, &mut out, (!dense).then_some(&device_symbols));
                 Ok(engine.attention(&plan, args, engine.stream())?)
             })?;
             let flops = kept_flops(&symbols, n);
