@@ -77,8 +77,10 @@ impl Engine {
                     limits.push((name, abi::attention_shared_bytes(head_dim, rows)));
                 }
             }
-            limits.push((abi::gemm_q_entry(element), abi::gemm_shared_bytes()));
-            limits.push((abi::gemm_o_entry(element), abi::gemm_shared_bytes()));
+            for rows in abi::GemmRows::ALL {
+                limits.push((abi::gemm_q_entry(element, rows), abi::gemm_shared_bytes(rows)));
+                limits.push((abi::gemm_o_entry(element, rows), abi::gemm_shared_bytes(rows)));
+            }
         }
         for (name, bytes) in limits {
             // SAFETY: a live function of this context; the attribute takes a byte count.

@@ -11,11 +11,19 @@
 //!
 //! Row `r` of `A` and of the output is token `token_offset + r` of the attention sequence of
 //! the symbols' request 0, in query block `(token_offset + r) / block_q`.
+//!
+//! Each GEMM has two kernels, CTAs of 128 or of 64 output rows ([`GemmRows`]). The 64-row one
+//! holds half the accumulators and a 2-stage pipeline, so about twice as many CTAs share a
+//! multiprocessor; it pays off when the launch has little work per CTA or too few CTAs to
+//! fill the GPU. Unless the call sets `tile_rows`, the launcher picks one from what it knows
+//! without reading symbol bits: the shape, the multiprocessor count, and the computed
+//! fraction of (128-row tile, head) pairs that uploading the symbols counted for attention
+//! (see [`gemm_q_rows`] and [`gemm_o_rows`]).
 
 use cust::stream::Stream;
 use flashomni_kernels::abi::{
-    self, GEMM_MAX_HEADS, GEMM_O_MODE_ACTIVE, GEMM_O_MODE_CACHE, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N,
-    GemmParams,
+    self, ATTENTION_TILE_Q, GEMM_MAX_HEADS, GEMM_O_MODE_ACTIVE, GEMM_O_MODE_CACHE, GEMM_THREADS, GEMM_TILE_K,
+    GEMM_TILE_N, GemmParams, GemmRows,
 };
 
 use crate::device_symbols::DeviceSymbols;
@@ -27,6 +35,16 @@ use crate::memory::{DeviceView, DeviceViewMut};
 
 /// Most CTAs a grid may have along y (row tiles).
 const MAX_GRID_Y: u32 = 65_535;
+/// 128-row GEMM CTAs resident on one multiprocessor (registers: ~240 per thread).
+const LARGE_CTAS_PER_MULTIPROCESSOR: u32 = 2;
+/// GEMM-Q: below this many waves of (estimated) computed 128-row tiles, 64-row CTAs are used,
+/// so the last wave is finer and less of the GPU idles in it. Measured on the H200 (run 9 of
+/// docs/PERF.md): 64-row CTAs won at 1.2 and 2.4 waves (r = 0.9) and lost at 3.0 and 3.3.
+const GEMM_Q_MIN_WAVES_FOR_LARGE_CTAS: f64 = 3.0;
+/// GEMM-O: below this many waves of 128-row tiles (every tile is written), 64-row CTAs are
+/// used. With many tiles 64-row CTAs lost at every measured sparsity (r = 0.5–0.9: each
+/// re-reads the selected heads' weights for half as many rows), so sparsity does not enter.
+const GEMM_O_MIN_WAVES_FOR_LARGE_CTAS: f64 = 2.0;
 
 /// The tensors and head layout of one GEMM-Q call (`Y = X·Wᵀ + b`, `n = heads · head_dim`).
 pub struct GemmQArgs<'a, T> {
@@ -45,6 +63,8 @@ pub struct GemmQArgs<'a, T> {
     pub heads: u32,
     /// Sparse symbols (only S_c of request 0 is read); `None` computes every element.
     pub symbols: Option<&'a DeviceSymbols>,
+    /// CTA size; `None` lets the launcher choose (see [`gemm_q_rows`]).
+    pub tile_rows: Option<GemmRows>,
 }
 
 /// Which heads' reduction slices GEMM-O sums.
@@ -71,13 +91,59 @@ pub struct GemmOArgs<'a, T> {
     pub out: DeviceViewMut<'a, T>,
     /// Which heads to sum.
     pub mode: GemmOMode,
-    /// Attention-sequence position of row 0 of `A`; with symbols, a multiple of 128.
+    /// Attention-sequence position of row 0 of `A`; with symbols, a multiple of the CTA rows
+    /// (64 or 128, see `tile_rows`).
     pub token_offset: u32,
     /// Heads the reduction axis is split into (at most 256; `k / heads` a multiple of 64).
     pub heads: u32,
-    /// Sparse symbols (only S_c of request 0 is read; `block_q` must be a multiple of 128);
-    /// `None` treats every head as computed.
+    /// Sparse symbols (only S_c of request 0 is read; `block_q` must be a multiple of the CTA
+    /// rows); `None` treats every head as computed.
     pub symbols: Option<&'a DeviceSymbols>,
+    /// CTA size; `None` lets the launcher choose (see [`gemm_o_rows`]). With symbols, 128-row
+    /// CTAs need `token_offset` and `block_q` to be multiples of 128, 64-row ones of 64.
+    pub tile_rows: Option<GemmRows>,
+}
+
+/// Estimated fraction of (query block, head) pairs the symbols compute (S_c = 1), from the
+/// attention work list counted at upload (computed 128-row tiles × heads over all requests);
+/// `None` when the symbols have no work list (`block_q` not a multiple of 128) or no tile.
+fn computed_fraction(symbols: &DeviceSymbols) -> Option<f64> {
+    let (_, items) = symbols.attention_work.as_ref()?;
+    let tiles: u64 = symbols.requests.iter().map(|request| u64::from(request.q_len.div_ceil(ATTENTION_TILE_Q))).sum();
+    let pairs = tiles * u64::from(symbols.heads);
+    (pairs > 0).then(|| f64::from(*items) / pairs as f64)
+}
+
+/// 128-row tiles of an `m × n` output.
+fn large_tiles(m: u32, n: u32) -> f64 {
+    f64::from(m.div_ceil(GemmRows::Rows128.rows())) * f64::from(n.div_ceil(GEMM_TILE_N))
+}
+
+/// The GEMM-Q heuristic: 64-row CTAs when fewer than `GEMM_Q_MIN_WAVES_FOR_LARGE_CTAS` (3)
+/// waves of 128-row CTAs would do work (2 per multiprocessor), else 128-row CTAs.
+///
+/// The working tiles are estimated from `computed` (the fraction of computed (query block,
+/// head) pairs; 1 without symbols): a tile spanning `h = max(1, 128 / head_dim)` heads works
+/// unless all of them are cached, `1 − (1 − computed)^h`, as if the bits were independent.
+pub fn gemm_q_rows(m: u32, n: u32, head_dim: u32, computed: f64, multiprocessors: u32) -> GemmRows {
+    let heads_per_tile = (GEMM_TILE_N / head_dim.max(1)).max(1);
+    let working = 1.0 - (1.0 - computed.clamp(0.0, 1.0)).powi(heads_per_tile as i32);
+    let wave = f64::from(LARGE_CTAS_PER_MULTIPROCESSOR * multiprocessors);
+    if large_tiles(m, n) * working < GEMM_Q_MIN_WAVES_FOR_LARGE_CTAS * wave {
+        GemmRows::Rows64
+    } else {
+        GemmRows::Rows128
+    }
+}
+
+/// The GEMM-O heuristic: 64-row CTAs when 128-row ones cannot be used (`large_allowed` false:
+/// with symbols, `token_offset` or `block_q` is not a multiple of 128) or when fewer than
+/// `GEMM_O_MIN_WAVES_FOR_LARGE_CTAS` (2) waves of 128-row CTAs cover the output; else 128-row
+/// CTAs.
+pub fn gemm_o_rows(m: u32, n: u32, large_allowed: bool, multiprocessors: u32) -> GemmRows {
+    let wave = f64::from(LARGE_CTAS_PER_MULTIPROCESSOR * multiprocessors);
+    let few_tiles = large_tiles(m, n) < GEMM_O_MIN_WAVES_FOR_LARGE_CTAS * wave;
+    if !large_allowed || few_tiles { GemmRows::Rows64 } else { GemmRows::Rows128 }
 }
 
 /// Fails unless a buffer holds `required` elements.
@@ -108,8 +174,9 @@ struct Buffer {
 }
 
 /// Checks what both GEMMs need: rows of whole 16-byte chunks; `a` (`[m, k]`), `w` (`[n, k]`)
-/// and `out` (`[m, n]`) large enough and 16-byte aligned; a grid that fits. Returns the grid.
-fn check_common(a: Buffer, w: Buffer, out: Buffer, m: u32, n: u32, k: u32) -> Result<(u32, u32, u32)> {
+/// and `out` (`[m, n]`) large enough and 16-byte aligned; a grid of `rows`-row tiles that fits.
+/// Returns the grid.
+fn check_common(a: Buffer, w: Buffer, out: Buffer, m: u32, n: u32, k: u32, rows: GemmRows) -> Result<(u32, u32, u32)> {
     if !k.is_multiple_of(8) {
         return Err(Error::Misaligned {
             buffer: a.name,
@@ -127,9 +194,12 @@ fn check_common(a: Buffer, w: Buffer, out: Buffer, m: u32, n: u32, k: u32) -> Re
         check_len(buffer.name, buffer.len, elements)?;
         check_aligned(buffer.name, buffer.address, 16)?;
     }
-    let grid = (n.div_ceil(u64::from(GEMM_TILE_N)) as u32, m.div_ceil(u64::from(GEMM_TILE_M)) as u32, 1);
+    let grid = (n.div_ceil(u64::from(GEMM_TILE_N)) as u32, m.div_ceil(u64::from(rows.rows())) as u32, 1);
     if grid.1 > MAX_GRID_Y {
-        return Err(Error::InvalidShape(format!("m = {m} needs more than {MAX_GRID_Y} row tiles")));
+        return Err(Error::InvalidShape(format!(
+            "m = {m} needs more than {MAX_GRID_Y} row tiles of {} rows",
+            rows.rows()
+        )));
     }
     Ok(grid)
 }
@@ -177,6 +247,10 @@ impl Engine {
         if !head_dim.is_multiple_of(8) {
             return Err(Error::Unsupported(format!("GEMM-Q head_dim {head_dim} (must be a multiple of 8)")));
         }
+        let rows = args.tile_rows.unwrap_or_else(|| {
+            let computed = args.symbols.map_or(Some(1.0), computed_fraction).unwrap_or(1.0);
+            gemm_q_rows(m, n, head_dim, computed, self.multiprocessors())
+        });
         let grid = check_common(
             Buffer { name: "x", address: args.x.address(), len: args.x.len() },
             Buffer { name: "w", address: args.w.address(), len: args.w.len() },
@@ -184,6 +258,7 @@ impl Engine {
             m,
             n,
             k,
+            rows,
         )?;
         if let Some(bias) = &args.bias {
             check_len("bias", bias.len(), u64::from(n))?;
@@ -215,7 +290,7 @@ impl Engine {
         // SAFETY: the entry takes one `GemmParams`; every buffer was checked above against
         // the shape, and the views borrow their memory for this call (the caller keeps it
         // alive until the stream has run the launch, as with any asynchronous CUDA call).
-        unsafe { self.launch_gemm(abi::gemm_q_entry(T::KIND), grid, &params, stream) }
+        unsafe { self.launch_gemm(abi::gemm_q_entry(T::KIND, rows), rows, grid, &params, stream) }
     }
 
     /// GEMM-O, asynchronously on `stream`: with `D = k / heads` and `qb` the query block of
@@ -226,7 +301,8 @@ impl Engine {
     /// Requirements: `k = heads · D` with `D` a multiple of 64 and `1 ≤ heads ≤ 256`, `n` a
     /// multiple of 8, 16-byte aligned `a`, `w`, `out` and `C`, a 4-byte aligned bias; with
     /// symbols, `heads` matching them, request 0's `q_len ≥ token_offset + m`, and
-    /// `token_offset` and `block_q` multiples of 128 (so a 128-row tile lies in one block).
+    /// `token_offset` and `block_q` multiples of the CTA rows (so a row tile lies in one
+    /// block): 64 always works, 128 is needed only to force [`GemmRows::Rows128`].
     pub fn gemm_o<T: Element>(&self, args: GemmOArgs<'_, T>, m: u32, n: u32, k: u32, stream: &Stream) -> Result<()> {
         let head_dim = split_heads("k", k, args.heads)?;
         if args.heads > GEMM_MAX_HEADS {
@@ -237,6 +313,13 @@ impl Engine {
                 "GEMM-O head_dim {head_dim} (must be a multiple of {GEMM_TILE_K})"
             )));
         }
+        let rows = args.tile_rows.unwrap_or_else(|| {
+            let large_allowed = args.symbols.is_none_or(|symbols| {
+                let large = GemmRows::Rows128.rows();
+                args.token_offset.is_multiple_of(large) && symbols.block_q.is_multiple_of(large)
+            });
+            gemm_o_rows(m, n, large_allowed, self.multiprocessors())
+        });
         let grid = check_common(
             Buffer { name: "a", address: args.a.address(), len: args.a.len() },
             Buffer { name: "w", address: args.w.address(), len: args.w.len() },
@@ -244,6 +327,7 @@ impl Engine {
             m,
             n,
             k,
+            rows,
         )?;
         let (bias, c) = match (&args.bias_or_cache, args.mode) {
             (None, _) => (0, 0),
@@ -261,10 +345,11 @@ impl Engine {
         let block_q = match args.symbols {
             Some(symbols) => {
                 check_symbols(symbols, args.heads, args.token_offset, m)?;
-                if !args.token_offset.is_multiple_of(GEMM_TILE_M) || !symbols.block_q.is_multiple_of(GEMM_TILE_M) {
+                let tile = rows.rows();
+                if !args.token_offset.is_multiple_of(tile) || !symbols.block_q.is_multiple_of(tile) {
                     return Err(Error::Unsupported(format!(
-                        "GEMM-O with token_offset {} and block_q {}: both must be multiples of {GEMM_TILE_M} so \
-                         that a row tile lies in one query block",
+                        "GEMM-O with token_offset {} and block_q {}: both must be multiples of the {tile}-row \
+                         tile so that a row tile lies in one query block",
                         args.token_offset, symbols.block_q
                     )));
                 }
@@ -292,10 +377,10 @@ impl Engine {
             },
         };
         // SAFETY: as in `gemm_q`: one `GemmParams`, every buffer checked against the shape.
-        unsafe { self.launch_gemm(abi::gemm_o_entry(T::KIND), grid, &params, stream) }
+        unsafe { self.launch_gemm(abi::gemm_o_entry(T::KIND, rows), rows, grid, &params, stream) }
     }
 
-    /// Launches a GEMM entry over `grid`.
+    /// Launches the GEMM entry `entry`, built for `rows`-row CTAs, over `grid`.
     ///
     /// # Safety
     /// `params` must have been validated for `entry` and describe memory that stays valid
@@ -303,13 +388,42 @@ impl Engine {
     unsafe fn launch_gemm(
         &self,
         entry: &str,
+        rows: GemmRows,
         grid: (u32, u32, u32),
         params: &GemmParams,
         stream: &Stream,
     ) -> Result<()> {
         self.make_current()?;
-        let shape = LaunchShape { grid, threads: GEMM_THREADS, shared_bytes: abi::gemm_shared_bytes() };
+        let shape = LaunchShape { grid, threads: GEMM_THREADS, shared_bytes: abi::gemm_shared_bytes(rows) };
         // SAFETY: forwarded from the caller; the entry takes one `GemmParams`.
         unsafe { launch(self.function(entry)?, shape, stream.as_inner(), params) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_q_uses_small_ctas_for_few_working_tiles() {
+        // K = N = 3072, 24 heads of 128, 132 SMs: 6336 tiles at M = 33792.
+        assert_eq!(gemm_q_rows(33_792, 3072, 128, 1.0, 132), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(33_792, 3072, 128, 0.25, 132), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(33_792, 3072, 128, 0.1, 132), GemmRows::Rows64);
+        assert_eq!(gemm_q_rows(16_896, 3072, 128, 0.1, 132), GemmRows::Rows64);
+        // A small dense launch fills the GPU better with small CTAs.
+        assert_eq!(gemm_q_rows(512, 3072, 128, 1.0, 132), GemmRows::Rows64);
+        // 4608 rows dense: 864 tiles, 3.3 waves: 128-row CTAs (64-row ones measured slower).
+        assert_eq!(gemm_q_rows(4608, 3072, 128, 1.0, 132), GemmRows::Rows128);
+        // head_dim 64: a tile works if either of its two heads is computed.
+        assert_eq!(gemm_q_rows(33_792, 3072, 64, 0.1, 132), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(33_792, 3072, 64, 0.05, 132), GemmRows::Rows64);
+    }
+
+    #[test]
+    fn gemm_o_uses_small_ctas_for_few_heads_or_tiles() {
+        assert_eq!(gemm_o_rows(33_792, 3072, true, 132), GemmRows::Rows128);
+        assert_eq!(gemm_o_rows(33_792, 3072, false, 132), GemmRows::Rows64);
+        assert_eq!(gemm_o_rows(256, 3072, true, 132), GemmRows::Rows64);
     }
 }

@@ -138,8 +138,6 @@ pub const fn attention_shared_bytes(head_dim: u32, rows: AttentionRows) -> u32 {
     rows.rows() * row_bytes + 2 * 2 * ATTENTION_TILE_KV * row_bytes
 }
 
-/// Output rows one GEMM CTA computes.
-pub const GEMM_TILE_M: u32 = 128;
 /// Output columns one GEMM CTA computes.
 pub const GEMM_TILE_N: u32 = 128;
 /// Reduction depth of one pipeline stage (8 chunks of 16 bytes per tile row).
@@ -150,8 +148,41 @@ pub const GEMM_WARPS_M: u32 = 2;
 pub const GEMM_WARPS_N: u32 = 2;
 /// Threads per GEMM CTA.
 pub const GEMM_THREADS: u32 = 32 * GEMM_WARPS_M * GEMM_WARPS_N;
-/// `cp.async` pipeline stages of the GEMM main loop.
-pub const GEMM_STAGES: u32 = 3;
+
+/// How many output rows one GEMM CTA computes; each size is its own kernel entry.
+///
+/// Both use [`GEMM_THREADS`] threads as 2 × 2 warps and [`GEMM_TILE_N`] columns; they differ
+/// in rows (so in accumulators per thread) and in `cp.async` pipeline depth, which together
+/// set the registers and shared memory per CTA, so how many CTAs share a multiprocessor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmRows {
+    /// 64 rows, 2 pipeline stages (~49 KiB of shared memory): about twice the resident CTAs
+    /// of [`GemmRows::Rows128`], for launches with few tiles or few k-tiles per tile.
+    Rows64,
+    /// 128 rows, 3 pipeline stages (~97 KiB): the most math per byte loaded; the default.
+    Rows128,
+}
+
+impl GemmRows {
+    /// Both sizes.
+    pub const ALL: [GemmRows; 2] = [GemmRows::Rows64, GemmRows::Rows128];
+
+    /// Output rows per CTA.
+    pub const fn rows(self) -> u32 {
+        match self {
+            GemmRows::Rows64 => 64,
+            GemmRows::Rows128 => 128,
+        }
+    }
+
+    /// `cp.async` pipeline stages of the main loop.
+    pub const fn stages(self) -> u32 {
+        match self {
+            GemmRows::Rows64 => 2,
+            GemmRows::Rows128 => 3,
+        }
+    }
+}
 /// Most heads GEMM-O supports (the size of its per-CTA head list in shared memory).
 pub const GEMM_MAX_HEADS: u32 = 256;
 /// [`GemmParams::mode`] of GEMM-O cache mode: sum the heads with S_c = 0, plus the bias.
@@ -162,8 +193,9 @@ pub const GEMM_O_MODE_ACTIVE: u32 = 1;
 /// Parameters of one GEMM-Q or GEMM-O launch: `out = addend + A·Wᵀ` over a selection of the
 /// reduction or output axis.
 ///
-/// The grid is `(ceil(n / GEMM_TILE_N), ceil(m / GEMM_TILE_M), 1)` with [`GEMM_THREADS`]
-/// threads and [`gemm_shared_bytes`] bytes of dynamic shared memory. All matrices are dense
+/// The grid is `(ceil(n / GEMM_TILE_N), ceil(m / rows), 1)` with [`GEMM_THREADS`] threads and
+/// [`gemm_shared_bytes`] bytes of dynamic shared memory, where `rows` is the entry's
+/// [`GemmRows::rows`]. All matrices are dense
 /// row-major with 16-byte aligned rows (`k` and `n` multiples of 8).
 /// - **GEMM-Q** (`head_dim = n / heads`): output element `(r, c)` is computed and written only
 ///   when S_c(qb(r), c / head_dim) = 1, where `qb(r) = (token_offset + r) / block_q`.
@@ -202,31 +234,35 @@ pub struct GemmParams {
     pub mode: u32,
 }
 
-/// The GEMM-Q entry for an element type.
-pub const fn gemm_q_entry(element: ElementKind) -> &'static str {
-    match element {
-        ElementKind::Bf16 => "flashomni_gemm_q_bf16",
-        ElementKind::F16 => "flashomni_gemm_q_f16",
+/// The GEMM-Q entry for an element type and CTA size.
+pub const fn gemm_q_entry(element: ElementKind, rows: GemmRows) -> &'static str {
+    match (element, rows) {
+        (ElementKind::Bf16, GemmRows::Rows64) => "flashomni_gemm_q_bf16_m64",
+        (ElementKind::Bf16, GemmRows::Rows128) => "flashomni_gemm_q_bf16",
+        (ElementKind::F16, GemmRows::Rows64) => "flashomni_gemm_q_f16_m64",
+        (ElementKind::F16, GemmRows::Rows128) => "flashomni_gemm_q_f16",
     }
 }
 
-/// The GEMM-O entry for an element type.
-pub const fn gemm_o_entry(element: ElementKind) -> &'static str {
-    match element {
-        ElementKind::Bf16 => "flashomni_gemm_o_bf16",
-        ElementKind::F16 => "flashomni_gemm_o_f16",
+/// The GEMM-O entry for an element type and CTA size.
+pub const fn gemm_o_entry(element: ElementKind, rows: GemmRows) -> &'static str {
+    match (element, rows) {
+        (ElementKind::Bf16, GemmRows::Rows64) => "flashomni_gemm_o_bf16_m64",
+        (ElementKind::Bf16, GemmRows::Rows128) => "flashomni_gemm_o_bf16",
+        (ElementKind::F16, GemmRows::Rows64) => "flashomni_gemm_o_f16_m64",
+        (ElementKind::F16, GemmRows::Rows128) => "flashomni_gemm_o_f16",
     }
 }
 
 /// Bytes of one GEMM pipeline stage: an A tile and a W tile of 16-bit elements.
-pub const fn gemm_stage_bytes() -> u32 {
-    (GEMM_TILE_M + GEMM_TILE_N) * GEMM_TILE_K * 2
+pub const fn gemm_stage_bytes(rows: GemmRows) -> u32 {
+    (rows.rows() + GEMM_TILE_N) * GEMM_TILE_K * 2
 }
 
 /// Dynamic shared memory a GEMM CTA needs: the pipeline stages (reused by the epilogue to
 /// stage the output tile) and GEMM-O's head list.
-pub const fn gemm_shared_bytes() -> u32 {
-    GEMM_STAGES * gemm_stage_bytes() + GEMM_MAX_HEADS * 4
+pub const fn gemm_shared_bytes(rows: GemmRows) -> u32 {
+    rows.stages() * gemm_stage_bytes(rows) + GEMM_MAX_HEADS * 4
 }
 
 const ATTENTION_PARAMS: usize = core::mem::size_of::<AttentionParams>();
@@ -242,8 +278,12 @@ pub const KERNELS: &[KernelAbi] = &[
     KernelAbi { name: "flashomni_attention_f16_d64_r128", param_size: ATTENTION_PARAMS },
     KernelAbi { name: "flashomni_attention_f16_d128_r64", param_size: ATTENTION_PARAMS },
     KernelAbi { name: "flashomni_attention_f16_d128_r128", param_size: ATTENTION_PARAMS },
-    KernelAbi { name: gemm_q_entry(ElementKind::Bf16), param_size: GEMM_PARAMS },
-    KernelAbi { name: gemm_q_entry(ElementKind::F16), param_size: GEMM_PARAMS },
-    KernelAbi { name: gemm_o_entry(ElementKind::Bf16), param_size: GEMM_PARAMS },
-    KernelAbi { name: gemm_o_entry(ElementKind::F16), param_size: GEMM_PARAMS },
+    KernelAbi { name: gemm_q_entry(ElementKind::Bf16, GemmRows::Rows64), param_size: GEMM_PARAMS },
+    KernelAbi { name: gemm_q_entry(ElementKind::Bf16, GemmRows::Rows128), param_size: GEMM_PARAMS },
+    KernelAbi { name: gemm_q_entry(ElementKind::F16, GemmRows::Rows64), param_size: GEMM_PARAMS },
+    KernelAbi { name: gemm_q_entry(ElementKind::F16, GemmRows::Rows128), param_size: GEMM_PARAMS },
+    KernelAbi { name: gemm_o_entry(ElementKind::Bf16, GemmRows::Rows64), param_size: GEMM_PARAMS },
+    KernelAbi { name: gemm_o_entry(ElementKind::Bf16, GemmRows::Rows128), param_size: GEMM_PARAMS },
+    KernelAbi { name: gemm_o_entry(ElementKind::F16, GemmRows::Rows64), param_size: GEMM_PARAMS },
+    KernelAbi { name: gemm_o_entry(ElementKind::F16, GemmRows::Rows128), param_size: GEMM_PARAMS },
 ];

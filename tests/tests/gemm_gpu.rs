@@ -11,11 +11,11 @@
 //! Shapes cover rows that are not a multiple of the 128-row tile, reductions that are not a
 //! multiple of the 64-deep k-tile, head dims 64 and 128 (a 128-column tile then spans two
 //! heads), and unaligned token offsets for GEMM-Q (a row tile then spans two query blocks).
+//! Every case draws the CTA size too (64 rows, 128 rows, or the launcher's choice), and the
+//! fixed-shape cases run both sizes.
 
 use anyhow::{Context, Result, bail, ensure};
-use flashomni::{
-    DeviceArray, DeviceSymbols, Element, Engine, Error, GemmOArgs, GemmOMode, GemmQArgs, abi::GEMM_TILE_M,
-};
+use flashomni::{DeviceArray, DeviceSymbols, Element, Engine, Error, GemmOArgs, GemmOMode, GemmQArgs, GemmRows};
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry, SymbolsView};
 use flashomni_tests::compare::{Comparison, Tolerance};
 use flashomni_tests::gpu::{engine_or_skip, is_poison, poisoned};
@@ -43,6 +43,15 @@ fn draw_cache_ratio(rng: &mut impl Rng) -> Option<f64> {
         1 => Some(1.0),
         2 => Some(0.0),
         _ => Some(rng.gen_range(0.1..0.9)),
+    }
+}
+
+/// A CTA size: the launcher's choice, or one forced.
+fn draw_rows(rng: &mut impl Rng) -> Option<GemmRows> {
+    match rng.gen_range(0..3) {
+        0 => None,
+        1 => Some(GemmRows::Rows64),
+        _ => Some(GemmRows::Rows128),
     }
 }
 
@@ -109,6 +118,7 @@ struct QCase {
     m: u32,
     k: u32,
     layout: HeadLayout,
+    rows: Option<GemmRows>,
 }
 
 impl QCase {
@@ -124,6 +134,7 @@ impl QCase {
                 |rng| if rng.gen_bool(0.3) { 128 * rng.gen_range(0..4) } else { rng.gen_range(0..=300) },
                 &[64, 100, 128, 128, 256],
             ),
+            rows: draw_rows(&mut rng),
         }
     }
 
@@ -153,6 +164,7 @@ fn run_q<T: Element>(engine: &Engine, case: &QCase) -> Result<Vec<T>> {
         token_offset: case.layout.token_offset,
         heads: case.layout.heads,
         symbols: device_symbols.as_ref(),
+        tile_rows: case.rows,
     };
     engine.gemm_q(args, case.m, case.n(), case.k, engine.stream())?;
     engine.synchronize()?;
@@ -183,16 +195,23 @@ struct OCase {
     m: u32,
     n: u32,
     layout: HeadLayout,
+    rows: Option<GemmRows>,
 }
 
 impl OCase {
+    /// Token offsets and query blocks are multiples of 128 when 128-row CTAs are forced,
+    /// otherwise of 64 or 128 (the launcher must then pick 64 rows where 128 cannot work).
     fn draw(seed: u64) -> OCase {
         let mut rng = seeded_rng(seed);
+        let rows = draw_rows(&mut rng);
+        let unit = if rows == Some(GemmRows::Rows128) || rng.gen_bool(0.5) { 128 } else { 64 };
+        let block_qs: &[u32] = if unit == 128 { &[128, 256] } else { &[64, 128, 192, 256] };
         OCase {
             seed,
             m: rng.gen_range(1..=300),
             n: 8 * rng.gen_range(1..=48),
-            layout: HeadLayout::draw(&mut rng, 6, |rng| GEMM_TILE_M * rng.gen_range(0..4), &[128, 256]),
+            layout: HeadLayout::draw(&mut rng, 6, |rng| unit * rng.gen_range(0..4), block_qs),
+            rows,
         }
     }
 
@@ -226,6 +245,7 @@ fn run_o<T: Element>(engine: &Engine, case: &OCase) -> Result<()> {
         token_offset: case.layout.token_offset,
         heads: case.layout.heads,
         symbols: device_symbols.as_ref(),
+        tile_rows: case.rows,
     };
     engine.gemm_o(args, case.m, case.n, case.k(), engine.stream())?;
     let args = GemmOArgs {
@@ -237,6 +257,7 @@ fn run_o<T: Element>(engine: &Engine, case: &OCase) -> Result<()> {
         token_offset: case.layout.token_offset,
         heads: case.layout.heads,
         symbols: device_symbols.as_ref(),
+        tile_rows: case.rows,
     };
     engine.gemm_o(args, case.m, case.n, case.k(), engine.stream())?;
     engine.synchronize()?;
@@ -329,8 +350,10 @@ fn gemm_q_mixed_tiles_write_only_computed_pairs() -> Result<()> {
             cache_ratio: ratio,
             with_bias: true,
         };
-        let case = QCase { seed, m: 333, k: 200, layout };
-        run_q_both_types(&engine, &case)?;
+        for rows in GemmRows::ALL {
+            let case = QCase { seed, m: 333, k: 200, layout: layout.clone(), rows: Some(rows) };
+            run_q_both_types(&engine, &case)?;
+        }
     }
     Ok(())
 }
@@ -347,8 +370,10 @@ fn gemm_larger_shapes() -> Result<()> {
         cache_ratio: Some(0.5),
         with_bias: true,
     };
-    let q = QCase { seed: 41, m: 515, k: 1016, layout };
-    run_q::<bf16>(&engine, &q)?;
+    for rows in GemmRows::ALL {
+        let q = QCase { seed: 41, m: 515, k: 1016, layout: layout.clone(), rows: Some(rows) };
+        run_q::<bf16>(&engine, &q)?;
+    }
     let layout = HeadLayout {
         heads: 4,
         head_dim: 128,
@@ -358,8 +383,24 @@ fn gemm_larger_shapes() -> Result<()> {
         cache_ratio: Some(0.6),
         with_bias: true,
     };
-    let o = OCase { seed: 42, m: 520, n: 392, layout };
-    run_o::<bf16>(&engine, &o)?;
+    for rows in GemmRows::ALL {
+        let o = OCase { seed: 42, m: 520, n: 392, layout: layout.clone(), rows: Some(rows) };
+        run_o::<bf16>(&engine, &o)?;
+    }
+    // 64-row CTAs also take token offsets and query blocks that are multiples of 64 only.
+    let layout = HeadLayout {
+        heads: 3,
+        head_dim: 128,
+        token_offset: 192,
+        block_q: 192,
+        q_extra: 5,
+        cache_ratio: Some(0.5),
+        with_bias: true,
+    };
+    for rows in [None, Some(GemmRows::Rows64)] {
+        let o = OCase { seed: 43, m: 450, n: 264, layout: layout.clone(), rows };
+        run_o::<bf16>(&engine, &o)?;
+    }
     Ok(())
 }
 
@@ -383,7 +424,16 @@ fn q_args<'a>(
     token_offset: u32,
     symbols: Option<&'a DeviceSymbols>,
 ) -> GemmQArgs<'a, bf16> {
-    GemmQArgs { x: input.view(), w: input.view(), bias: None, out: out.view_mut(), token_offset, heads, symbols }
+    GemmQArgs {
+        x: input.view(),
+        w: input.view(),
+        bias: None,
+        out: out.view_mut(),
+        token_offset,
+        heads,
+        symbols,
+        tile_rows: None,
+    }
 }
 
 /// Active-mode GEMM-O arguments over one scratch input buffer.
@@ -403,6 +453,7 @@ fn o_args<'a>(
         token_offset,
         heads,
         symbols,
+        tile_rows: None,
     }
 }
 
@@ -442,9 +493,14 @@ fn gemm_bad_inputs_are_rejected_with_clear_errors() -> Result<()> {
         Err(Error::Unsupported(_)) => {}
         other => bail!("head_dim 96 must be unsupported for GEMM-O, got {other:?}"),
     }
-    match engine.gemm_o(o_args(&big, &mut out, 2, 64, Some(&symbols)), 16, 64, 256, stream) {
+    match engine.gemm_o(o_args(&big, &mut out, 2, 32, Some(&symbols)), 16, 64, 256, stream) {
         Err(Error::Unsupported(message)) => ensure!(message.contains("token_offset"), "{message}"),
-        other => bail!("an unaligned token_offset must be unsupported for GEMM-O, got {other:?}"),
+        other => bail!("a token_offset that no CTA size divides must be unsupported for GEMM-O, got {other:?}"),
+    }
+    let args = GemmOArgs { tile_rows: Some(GemmRows::Rows128), ..o_args(&big, &mut out, 2, 64, Some(&symbols)) };
+    match engine.gemm_o(args, 16, 64, 256, stream) {
+        Err(Error::Unsupported(message)) => ensure!(message.contains("128-row"), "{message}"),
+        other => bail!("forced 128-row CTAs must need a 128-aligned token_offset, got {other:?}"),
     }
     match engine.gemm_o(o_args(&big, &mut out, 2, 0, None), 16, 60, 256, stream) {
         Err(Error::Misaligned { .. }) => {}

@@ -10,14 +10,7 @@ use crate::cargo;
 /// Builds and runs `flashomni-bench`; `args` are its operations and options.
 pub fn run(args: &[String]) -> Result<()> {
     let root = cargo::workspace_root();
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(&root)
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".into());
+    let commit = cargo::git_commit();
     let built =
         cargo::executables(&["build", "--release", "--package", "flashomni-tests", "--bin", "flashomni-bench"])?;
     let Some((_, binary)) = built.first() else { bail!("the bench binary was not built") };

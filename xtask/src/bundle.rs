@@ -59,8 +59,11 @@ pub fn write_bundle() -> Result<PathBuf> {
     for (name, path) in &tests {
         fs::copy(path, bundle.join("tests").join(name)).with_context(|| format!("copying {}", path.display()))?;
     }
-    let bench =
-        cargo::executables(&["build", "--release", "--package", "flashomni-tests", "--bin", "flashomni-bench"])?;
+    // The bench records the commit it measured; the GPU machine has no git to ask.
+    let bench = cargo::executables_with_env(
+        &["build", "--release", "--package", "flashomni-tests", "--bin", "flashomni-bench"],
+        &[("FLASHOMNI_GIT_COMMIT", &cargo::git_commit())],
+    )?;
     let Some((_, bench)) = bench.first() else { bail!("the bench binary was not built") };
     fs::copy(bench, bundle.join("flashomni-bench"))?;
     let anchors = root.join("../shared/anchors/anchors.py");

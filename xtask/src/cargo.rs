@@ -51,9 +51,16 @@ pub fn run(args: &[&str]) -> Result<()> {
 /// Runs a cargo command with `--message-format=json` and returns the executables of the
 /// artifacts it built, as (target name, path).
 pub fn executables(args: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+    executables_with_env(args, &[])
+}
+
+/// [`executables`] with extra environment variables for the build.
+pub fn executables_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Vec<(String, PathBuf)>> {
     let mut full: Vec<&str> = args.to_vec();
     full.push("--message-format=json");
-    let output = command(&full).output().with_context(|| format!("running cargo {}", args.join(" ")))?;
+    let mut cargo = command(&full);
+    cargo.envs(env.iter().copied());
+    let output = cargo.output().with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !output.status.success() {
         eprintln!("{}", String::from_utf8_lossy(&output.stderr));
         bail!("cargo {} failed ({})", args.join(" "), output.status);
@@ -70,4 +77,21 @@ pub fn executables(args: &[&str]) -> Result<Vec<(String, PathBuf)>> {
         }
     }
     Ok(found)
+}
+
+/// The checked-out commit (12 hex digits), with `-dirty` when the work tree has uncommitted
+/// changes; `unknown` outside a git checkout.
+pub fn git_commit() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(workspace_root())
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    };
+    let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else { return "unknown".into() };
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|status| !status.is_empty());
+    if dirty { format!("{commit}-dirty") } else { commit }
 }

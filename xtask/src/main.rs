@@ -14,7 +14,7 @@ mod ptx;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ptx | test | gpu-bundle | bench [attention] [gemm] [-- bench args]>";
+const USAGE: &str = "usage: cargo xtask <ptx | test | gpu-bundle | bench [attention] [gemm] [parallel] [bench options]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -4,15 +4,15 @@
 //! 1. When the launch has a `C` matrix, its tile is copied (`cp.async`, edges zero-filled) into
 //!    the staging tile, which lives in the drained pipeline's shared memory: by the main loop
 //!    as its tail copies ([`load_c_tile`], overlapping the last k-tiles) when the tile fits in
-//!    one stage ([`C_IN_STAGE`]), otherwise here.
+//!    one stage ([`c_in_stage`]), otherwise here.
 //! 2. Each lane adds `C` (read back from the staging tile) and the bias vector to its
 //!    accumulators in f32, rounds, and writes the pairs into the staging tile (the swizzle
 //!    makes both the 4-byte fragment accesses and the 16-byte row reads conflict-free).
 //! 3. The CTA writes the tile row by row with 16-byte stores, skipping rows and columns past
 //!    the matrix and every `(row, chunk)` the caller's predicate rejects.
 
-use super::{Accumulators, ELEMENT_BYTES, NT, WARP_M, WARP_N};
-use crate::abi::{GEMM_THREADS, GEMM_TILE_M, GEMM_TILE_N, GEMM_WARPS_N, GemmParams, gemm_stage_bytes};
+use super::{Accumulators, ELEMENT_BYTES, NT, WARP_N, stage_bytes, tile_m, warp_m};
+use crate::abi::{GEMM_THREADS, GEMM_TILE_N, GEMM_WARPS_N, GemmParams};
 use crate::device::element::MmaElement;
 use crate::device::ptx::{
     cp_async_commit, cp_async_wait, ld_shared_b32, ld_shared_v4, st_global_v4, st_shared_b32, sync_threads,
@@ -23,26 +23,28 @@ use crate::device::tile::Tile;
 /// 16-byte chunks per output tile row.
 const OUT_CHUNKS: u32 = GEMM_TILE_N / 8;
 
-/// Whether the staged output tile fits in one pipeline stage, so that the main loop can copy
-/// the `C` tile there as its tail copies.
-pub(super) const C_IN_STAGE: bool = GEMM_TILE_M * OUT_CHUNKS * 16 <= gemm_stage_bytes();
+/// Whether the staged output tile of a CTA with `MT` m16 tiles per warp fits in one pipeline
+/// stage, so that the main loop can copy the `C` tile there as its tail copies.
+pub(super) const fn c_in_stage(mt: usize) -> bool {
+    tile_m(mt) * OUT_CHUNKS * 16 <= stage_bytes(mt)
+}
 
 /// Issues (does not commit) the `cp.async` copies of the CTA's `C` tile at (`m0`, `n0`) into
 /// the staging tile at shared address `staging`; edges are zero-filled.
 ///
 /// # Safety
 /// `p` must describe a validated launch with a `C` matrix; `staging` must be the base of
-/// `GEMM_TILE_M · GEMM_TILE_N · 2` bytes of the CTA's shared memory, 1024-byte aligned.
+/// `tile_m(MT) · GEMM_TILE_N · 2` bytes of the CTA's shared memory, 1024-byte aligned.
 #[inline(always)]
-pub(super) unsafe fn load_c_tile(p: &GemmParams, m0: u32, n0: u32, staging: u32) {
-    let rows = (p.m - m0).min(GEMM_TILE_M);
+pub(super) unsafe fn load_c_tile<const MT: usize>(p: &GemmParams, m0: u32, n0: u32, staging: u32) {
+    let rows = (p.m - m0).min(tile_m(MT));
     let chunks = ((p.n - n0) / 8).min(OUT_CHUNKS);
     let row_bytes = p.n as u64 * ELEMENT_BYTES;
     let corner = (m0 as u64 * p.n as u64 + n0 as u64) * ELEMENT_BYTES;
     // SAFETY: rows below `rows` and chunks below `chunks` lie inside C ([m, n]); the rest is
     // zero-filled.
     unsafe {
-        Tile::at(staging, GEMM_TILE_M, OUT_CHUNKS).load_async_clipped::<GEMM_THREADS>(
+        Tile::at(staging, tile_m(MT), OUT_CHUNKS).load_async_clipped::<GEMM_THREADS>(
             (p.c as *const u8).add(corner as usize),
             row_bytes,
             rows,
@@ -55,7 +57,7 @@ pub(super) unsafe fn load_c_tile(p: &GemmParams, m0: u32, n0: u32, staging: u32)
 /// has), rounded to the element type. Row `r` / chunk `j` of the tile (columns
 /// `n0 + 8j … n0 + 8j + 7`) is written only if it exists and `writable(r, j)` holds.
 ///
-/// The tile is staged at shared address `staging` (`GEMM_TILE_M · GEMM_TILE_N · 2` bytes,
+/// The tile is staged at shared address `staging` (`tile_m(MT) · GEMM_TILE_N · 2` bytes,
 /// 1024-byte aligned); `c_staged` says that the `C` tile already landed there (and is visible
 /// to every thread), copied by [`load_c_tile`] as the main loop's tail.
 ///
@@ -66,9 +68,9 @@ pub(super) unsafe fn load_c_tile(p: &GemmParams, m0: u32, n0: u32, staging: u32)
 /// `p` must describe a launch the host validated (buffer sizes, 16-byte aligned rows, a bias
 /// holding `n` elements); `staging` must lie in the CTA's dynamic shared memory as above.
 #[inline(always)]
-pub(super) unsafe fn epilogue<E: MmaElement>(
+pub(super) unsafe fn epilogue<E: MmaElement, const MT: usize>(
     p: &GemmParams,
-    mut acc: Accumulators,
+    mut acc: Accumulators<MT>,
     m0: u32,
     n0: u32,
     staging: u32,
@@ -78,18 +80,18 @@ pub(super) unsafe fn epilogue<E: MmaElement>(
     let tid = thread_index();
     let lane = tid % 32;
     let warp = tid / 32;
-    let a_row0 = (warp / GEMM_WARPS_N) * WARP_M;
+    let a_row0 = (warp / GEMM_WARPS_N) * warp_m(MT);
     let w_row0 = (warp % GEMM_WARPS_N) * WARP_N;
-    let rows = (p.m - m0).min(GEMM_TILE_M);
+    let rows = (p.m - m0).min(tile_m(MT));
     let chunks = ((p.n - n0) / 8).min(OUT_CHUNKS);
     let row_bytes = p.n as u64 * ELEMENT_BYTES;
     let corner = (m0 as u64 * p.n as u64 + n0 as u64) * ELEMENT_BYTES;
-    let staging = Tile::at(staging, GEMM_TILE_M, OUT_CHUNKS);
+    let staging = Tile::at(staging, tile_m(MT), OUT_CHUNKS);
 
     let has_c = p.c != 0;
     if has_c && !c_staged {
         // SAFETY: a validated launch with C; the staging tile is the caller's.
-        unsafe { load_c_tile(p, m0, n0, staging.chunk_address(0, 0)) };
+        unsafe { load_c_tile::<MT>(p, m0, n0, staging.chunk_address(0, 0)) };
         cp_async_commit();
         cp_async_wait::<0>();
         sync_threads();
@@ -145,7 +147,7 @@ pub(super) unsafe fn epilogue<E: MmaElement>(
 
     let out = p.out as *mut u8;
     let mut i = 0;
-    while i < GEMM_TILE_M * OUT_CHUNKS / GEMM_THREADS {
+    while i < tile_m(MT) * OUT_CHUNKS / GEMM_THREADS {
         let linear = tid + i * GEMM_THREADS;
         let (row, chunk) = (linear / OUT_CHUNKS, linear % OUT_CHUNKS);
         if row < rows && chunk < chunks && writable(row, chunk) {

@@ -1,7 +1,7 @@
 //! The GEMM main loop shared by GEMM-Q and GEMM-O: a multi-stage `cp.async` pipeline of
 //! swizzled A and W tiles and the `ldmatrix` + `mma.sync` compute on them.
 //!
-//! Pipeline (S = `GEMM_STAGES`, one commit group per k-tile, empty groups keep the count):
+//! Pipeline (S = `STAGES`, one commit group per k-tile, empty groups keep the count):
 //! ```text
 //! prologue: load tiles 0 … S-2 into stages 0 … S-2
 //! for i in 0..count:
@@ -15,8 +15,8 @@
 //! caller's `tail` copies: GEMM-O loads its `C` tile there, so that the copy overlaps the last
 //! `S - 1` k-tiles instead of starting after the loop ([`tail_stage`] says where it lands).
 
-use super::{Accumulators, ELEMENT_BYTES, K_CHUNKS, MT, NT, WARP_M, WARP_N};
-use crate::abi::{GEMM_STAGES, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GEMM_WARPS_N, gemm_stage_bytes};
+use super::{Accumulators, ELEMENT_BYTES, K_CHUNKS, NT, WARP_N, check_shape, stage_bytes, tile_m, warp_m};
+use crate::abi::{GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GEMM_WARPS_N};
 use crate::device::element::MmaElement;
 use crate::device::ptx::{cp_async_commit, cp_async_wait, ldmatrix_x4, sync_threads, thread_index};
 use crate::device::tile::Tile;
@@ -59,29 +59,36 @@ pub(super) struct Operands {
     pub k: u32,
 }
 
-/// The A tile of pipeline stage `stage`.
+/// The A tile of pipeline stage `stage` (`MT` m16 tiles per warp).
 #[inline(always)]
-fn a_tile(smem: u32, stage: u32) -> Tile {
-    Tile::at(smem + stage * gemm_stage_bytes(), GEMM_TILE_M, K_CHUNKS)
+fn a_tile<const MT: usize>(smem: u32, stage: u32) -> Tile {
+    Tile::at(smem + stage * stage_bytes(MT), tile_m(MT), K_CHUNKS)
 }
 
 /// The W tile of pipeline stage `stage`.
 #[inline(always)]
-fn w_tile(smem: u32, stage: u32) -> Tile {
-    Tile::at(a_tile(smem, stage).end(), GEMM_TILE_N, K_CHUNKS)
+fn w_tile<const MT: usize>(smem: u32, stage: u32) -> Tile {
+    Tile::at(a_tile::<MT>(smem, stage).end(), GEMM_TILE_N, K_CHUNKS)
 }
 
 /// Shared address of the stage that receives the `tail` copies of a main loop of `count`
 /// k-tiles (the stage the virtual k-tile `count` would use).
 #[inline(always)]
-pub(super) fn tail_stage(smem: u32, count: u32) -> u32 {
-    smem + (count % GEMM_STAGES) * gemm_stage_bytes()
+pub(super) fn tail_stage<const MT: usize, const STAGES: u32>(smem: u32, count: u32) -> u32 {
+    smem + (count % STAGES) * stage_bytes(MT)
 }
 
 /// The stage after `stage`, cyclically.
 #[inline(always)]
-fn next_stage(stage: u32) -> u32 {
-    if stage + 1 == GEMM_STAGES { 0 } else { stage + 1 }
+fn next_stage<const STAGES: u32>(stage: u32) -> u32 {
+    if stage + 1 == STAGES { 0 } else { stage + 1 }
+}
+
+/// Waits until at most `STAGES - 2` commit groups are pending (the pipeline's steady-state
+/// wait; `STAGES` is 2 or 3, see `check_shape`).
+#[inline(always)]
+fn wait_for_oldest<const STAGES: u32>() {
+    if STAGES == 2 { cp_async_wait::<0>() } else { cp_async_wait::<1>() }
 }
 
 /// Multiplies `count` k-tiles chosen by `walk` into fresh f32 accumulators; this warp's part of
@@ -90,7 +97,7 @@ fn next_stage(stage: u32) -> u32 {
 ///
 /// `tail(stage_address)` is called once, by every thread, in place of loading the virtual
 /// k-tile `count`: it may issue `cp.async` copies (without committing) into the
-/// `gemm_stage_bytes()` bytes at `stage_address` (= [`tail_stage`]`(smem, count)`); they
+/// `stage_bytes(MT)` bytes at `stage_address` (= [`tail_stage`]`(smem, count)`); they
 /// have landed and are visible on return.
 ///
 /// Must be called by all threads of the CTA with CTA-uniform `count`.
@@ -98,19 +105,21 @@ fn next_stage(stage: u32) -> u32 {
 /// # Safety
 /// `ops` must describe readable operands (rows below `a_rows`/`w_rows`, reduction indices
 /// below `k`, 16-byte aligned rows); `walk` must yield `count` k-tile starts below `k`;
-/// `smem` must be the base of `GEMM_STAGES` stages of dynamic shared memory.
+/// `smem` must be the base of `STAGES` stages of `stage_bytes(MT)` bytes of dynamic shared
+/// memory.
 #[inline(always)]
-pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk>(
+pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk, const MT: usize, const STAGES: u32>(
     ops: &Operands,
     count: u32,
     walk: &mut W,
     smem: u32,
     tail: impl Fn(u32),
-) -> Accumulators {
+) -> Accumulators<MT> {
+    const { check_shape(MT, STAGES) };
     let tid = thread_index();
     let lane = tid % 32;
     let warp = tid / 32;
-    let a_row0 = (warp / GEMM_WARPS_N) * WARP_M;
+    let a_row0 = (warp / GEMM_WARPS_N) * warp_m(MT);
     let w_row0 = (warp % GEMM_WARPS_N) * WARP_N;
 
     // Issues the copies of the k-tile starting at reduction index `k0` into `stage`.
@@ -120,13 +129,13 @@ pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk>(
         // SAFETY: rows below a_rows/w_rows and chunks below `chunks` are inside the operands
         // (guaranteed by the caller); everything else is zero-filled, not read.
         unsafe {
-            a_tile(smem, stage).load_async_clipped::<GEMM_THREADS>(
+            a_tile::<MT>(smem, stage).load_async_clipped::<GEMM_THREADS>(
                 ops.a.add(offset),
                 ops.row_bytes,
                 ops.a_rows,
                 chunks,
             );
-            w_tile(smem, stage).load_async_clipped::<GEMM_THREADS>(
+            w_tile::<MT>(smem, stage).load_async_clipped::<GEMM_THREADS>(
                 ops.w.add(offset),
                 ops.row_bytes,
                 ops.w_rows,
@@ -136,11 +145,11 @@ pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk>(
     };
 
     let mut stage = 0;
-    while stage < GEMM_STAGES - 1 {
+    while stage < STAGES - 1 {
         if stage < count {
             load(stage, walk.next_k());
         } else if stage == count {
-            tail(smem + stage * gemm_stage_bytes());
+            tail(smem + stage * stage_bytes(MT));
         }
         cp_async_commit();
         stage += 1;
@@ -148,20 +157,20 @@ pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk>(
 
     let mut acc = [[[0f32; 4]; NT]; MT];
     let mut read = 0;
-    let mut write = GEMM_STAGES - 1;
+    let mut write = STAGES - 1;
     let mut i = 0;
     while i < count {
-        cp_async_wait::<{ GEMM_STAGES - 2 }>();
+        wait_for_oldest::<STAGES>();
         sync_threads();
-        if i + GEMM_STAGES - 1 < count {
+        if i + STAGES - 1 < count {
             load(write, walk.next_k());
-        } else if i + GEMM_STAGES - 1 == count {
-            tail(smem + write * gemm_stage_bytes());
+        } else if i + STAGES - 1 == count {
+            tail(smem + write * stage_bytes(MT));
         }
         cp_async_commit();
-        multiply::<E>(&mut acc, &a_tile(smem, read), &w_tile(smem, read), a_row0, w_row0, lane);
-        read = next_stage(read);
-        write = next_stage(write);
+        multiply::<E, MT>(&mut acc, &a_tile::<MT>(smem, read), &w_tile::<MT>(smem, read), a_row0, w_row0, lane);
+        read = next_stage::<STAGES>(read);
+        write = next_stage::<STAGES>(write);
         i += 1;
     }
     cp_async_wait::<0>();
@@ -169,12 +178,19 @@ pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk>(
     acc
 }
 
-/// `acc += A_tile[a_row0.., :] · W_tile[w_row0.., :]ᵀ` for this warp's `WARP_M × WARP_N` block.
+/// `acc += A_tile[a_row0.., :] · W_tile[w_row0.., :]ᵀ` for this warp's `16·MT × WARP_N` block.
 ///
 /// Every fragment address is derived from one base per operand (`Tile::at_chunk` and whole
 /// 16-row steps), so the compiler keeps two address registers instead of one per fragment.
 #[inline(always)]
-fn multiply<E: MmaElement>(acc: &mut Accumulators, a: &Tile, w: &Tile, a_row0: u32, w_row0: u32, lane: u32) {
+fn multiply<E: MmaElement, const MT: usize>(
+    acc: &mut Accumulators<MT>,
+    a: &Tile,
+    w: &Tile,
+    a_row0: u32,
+    w_row0: u32,
+    lane: u32,
+) {
     let a_base = a.a_fragment_base(a_row0, lane);
     let w_base = w.b_fragment_base(w_row0, lane);
     let (a_step, w_step) = (16 * a.row_bytes(), 16 * w.row_bytes());

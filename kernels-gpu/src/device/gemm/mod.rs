@@ -2,8 +2,10 @@
 //! ([`o`]).
 //!
 //! Both are `out = addend + A·Wᵀ` with `A` `[M, K]` and `W` `[N, K]` row-major, and share one
-//! CTA design (`GEMM_TILE_M × GEMM_TILE_N` output tile, `GEMM_TILE_K`-deep k-tiles):
-//! - [`mainloop`]: a `GEMM_STAGES`-deep `cp.async` pipeline over swizzled shared-memory tiles
+//! CTA design (`BM × GEMM_TILE_N` output tile, `GEMM_TILE_K`-deep k-tiles). The CTA size is a
+//! pair of const generics, `MT` (m16 tiles per warp, so `BM = GEMM_WARPS_M · 16 · MT` rows)
+//! and `STAGES` (pipeline depth); each [`GemmRows`] is one instantiation and one entry:
+//! - [`mainloop`]: a `STAGES`-deep `cp.async` pipeline over swizzled shared-memory tiles
 //!   feeding `ldmatrix.x4` + `mma.sync.m16n8k16` with f32 accumulators. *Which* k-tiles it
 //!   walks is a parameter ([`mainloop::KWalk`]): GEMM-Q walks all of them, GEMM-O only the
 //!   slices of the heads it selected once, up front.
@@ -19,39 +21,70 @@ mod q;
 
 use core::num::NonZeroU32;
 
-use crate::abi::{
-    GEMM_STAGES, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N, GemmParams,
-};
+use crate::abi::{GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N, GemmParams, GemmRows};
 use mainloop::Operands;
 
 /// Bytes per element of every instantiated type.
 const ELEMENT_BYTES: u64 = 2;
 /// 16-byte chunks per k-tile row (8: what the `Tile` swizzle needs).
 const K_CHUNKS: u32 = GEMM_TILE_K / 8;
-/// Output rows of one warp.
-const WARP_M: u32 = GEMM_TILE_M / GEMM_WARPS_M;
 /// Output columns of one warp.
 const WARP_N: u32 = GEMM_TILE_N / GEMM_WARPS_N;
-/// m16 tiles per warp.
-const MT: usize = WARP_M as usize / 16;
 /// n8 tiles per warp.
 const NT: usize = WARP_N as usize / 8;
 
 const _: () = assert!(K_CHUNKS == 8, "the Tile swizzle needs 8 chunks per row");
-const _: () =
-    assert!(WARP_M.is_multiple_of(16) && WARP_N.is_multiple_of(16), "warp tiles are made of m16 × n16 blocks");
-const _: () = assert!(GEMM_STAGES >= 2, "the pipeline needs at least two stages");
+const _: () = assert!(WARP_N.is_multiple_of(16), "warp tiles are made of m16 × n16 blocks");
 const _: () = assert!(
     GEMM_THREADS.is_multiple_of(8 * K_CHUNKS) && GEMM_THREADS.is_multiple_of(GEMM_TILE_N),
     "Tile::load_async_clipped needs THREADS to be a multiple of 8 × chunks (k-tiles and the output tile)"
 );
-const _: () = assert!(
-    GEMM_TILE_M * GEMM_TILE_N * ELEMENT_BYTES as u32 <= GEMM_STAGES * crate::abi::gemm_stage_bytes(),
-    "the epilogue stages the output tile in the pipeline's shared memory"
-);
+
+/// Output rows of one warp with `MT` m16 tiles.
+const fn warp_m(mt: usize) -> u32 {
+    16 * mt as u32
+}
+
+/// Output rows of a CTA whose warps hold `MT` m16 tiles each (`BM`).
+pub(super) const fn tile_m(mt: usize) -> u32 {
+    GEMM_WARPS_M * warp_m(mt)
+}
+
+/// m16 tiles per warp of a CTA size.
+const fn mt_of(rows: GemmRows) -> usize {
+    (rows.rows() / (16 * GEMM_WARPS_M)) as usize
+}
+
+/// Bytes of one pipeline stage of a CTA with `MT` m16 tiles per warp.
+const fn stage_bytes(mt: usize) -> u32 {
+    (tile_m(mt) + GEMM_TILE_N) * GEMM_TILE_K * ELEMENT_BYTES as u32
+}
+
+/// Checks, at compile time, what every instantiation `(MT, STAGES)` relies on: the pipeline
+/// depth the main loop supports, 16-row copy passes, and room to stage the output tile in
+/// the pipeline's shared memory. Evaluate as `const { check_shape(MT, STAGES) }`.
+const fn check_shape(mt: usize, stages: u32) {
+    assert!(mt >= 1 && (tile_m(mt) * K_CHUNKS).is_multiple_of(GEMM_THREADS), "whole copy passes per tile");
+    assert!(stages == 2 || stages == 3, "the pipeline has 2 or 3 stages");
+    assert!(
+        tile_m(mt) * GEMM_TILE_N * ELEMENT_BYTES as u32 <= stages * stage_bytes(mt),
+        "the epilogue stages the output tile in the pipeline's shared memory"
+    );
+}
+
+const _: () = {
+    let mut i = 0;
+    while i < GemmRows::ALL.len() {
+        let rows = GemmRows::ALL[i];
+        assert!(tile_m(mt_of(rows)) == rows.rows(), "each CTA size is whole m16 tiles per warp");
+        assert!(stage_bytes(mt_of(rows)) == crate::abi::gemm_stage_bytes(rows), "host and device stage sizes agree");
+        check_shape(mt_of(rows), rows.stages());
+        i += 1;
+    }
+};
 
 /// A warp's f32 accumulators: `[m16 tile][n8 tile][mma C fragment]`.
-type Accumulators = [[[f32; 4]; NT]; MT];
+type Accumulators<const MT: usize> = [[[f32; 4]; NT]; MT];
 
 /// A divisor the host guarantees to be nonzero, as a type whose division cannot panic.
 #[inline(always)]
@@ -89,17 +122,24 @@ unsafe fn tile_operands(p: &GemmParams, m0: u32, n0: u32) -> Operands {
     }
 }
 
-/// Defines the `extern "ptx-kernel"` entry `$name` that runs `$kernel::<$element>`.
+/// Defines the `extern "ptx-kernel"` entry `$name` that runs `$kernel` for element `$element`
+/// with the CTA size `GemmRows::$rows`.
 macro_rules! gemm_entry {
-    ($name:ident, $kernel:ident, $element:ty) => {
-        #[doc = concat!("Kernel entry: see [`", stringify!($kernel), "`].")]
+    ($name:ident, $kernel:ident, $element:ty, $rows:ident) => {
+        #[doc = concat!("Kernel entry: see [`", stringify!($kernel), "`] (`GemmRows::", stringify!($rows), "`).")]
         ///
         /// # Safety
         /// Launched only by the host crate with a validated [`GemmParams`].
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(params: GemmParams) {
             // SAFETY: forwarded from the entry's contract.
-            unsafe { $kernel::<$element>(&params) }
+            unsafe {
+                $kernel::<
+                    $element,
+                    { super::mt_of(crate::abi::GemmRows::$rows) },
+                    { crate::abi::GemmRows::$rows.stages() },
+                >(&params)
+            }
         }
     };
 }

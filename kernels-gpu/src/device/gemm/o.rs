@@ -4,7 +4,7 @@
 //! - Active mode: `Y = C + Σ_{h : S_c(qb, h) = 1} A_h·W_hᵀ` (the heads computed now).
 //!
 //! A CTA's rows lie in one query block (the host requires `token_offset` and `block_q` to be
-//! multiples of `GEMM_TILE_M`). Before the main loop, warp-wide ballots over the S_c row turn
+//! multiples of the CTA's rows, `tile_m(MT)`). Before the main loop, warp-wide ballots over the S_c row turn
 //! it into a compact list of the selected heads' first reduction indices in shared memory;
 //! the pipeline then walks `D / GEMM_TILE_K` k-tiles per listed head with a cursor, so no
 //! symbol is decoded inside the loop. Every output tile is written, also when no head is
@@ -15,12 +15,10 @@
 //! first asks L2 to prefetch it, so that its DRAM latency hides behind the symbol decode and
 //! the few k-tiles of the selected heads.
 
-use super::epilogue::{C_IN_STAGE, epilogue, load_c_tile};
+use super::epilogue::{c_in_stage, epilogue, load_c_tile};
 use super::mainloop::{KWalk, mainloop, tail_stage};
-use super::{ELEMENT_BYTES, gemm_entry, nonzero, symbol_bit, tile_operands};
-use crate::abi::{
-    GEMM_O_MODE_ACTIVE, GEMM_STAGES, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GemmParams, gemm_stage_bytes,
-};
+use super::{ELEMENT_BYTES, gemm_entry, nonzero, stage_bytes, symbol_bit, tile_m, tile_operands};
+use crate::abi::{GEMM_O_MODE_ACTIVE, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GemmParams};
 use crate::device::element::{Bf16, F16, MmaElement};
 use crate::device::ptx::{
     ballot, block_index_x, block_index_y, ld_shared_b32, prefetch_l2, shared_base, st_shared_b32, sync_threads,
@@ -59,22 +57,23 @@ impl KWalk for HeadWalk {
     }
 }
 
-/// Computes CTA `(column tile, row tile)` of a GEMM-O launch.
+/// Computes CTA `(column tile, row tile)` of a GEMM-O launch with `tile_m(MT)`-row tiles and
+/// a `STAGES`-deep pipeline.
 ///
 /// # Safety
 /// `p` must describe buffers and symbols validated by the host launcher (see
 /// [`GemmParams`]; in addition `heads ≤ GEMM_MAX_HEADS`, `head_dim` a multiple of
-/// `GEMM_TILE_K`, `token_offset` and `block_q` multiples of `GEMM_TILE_M`); the launch must
+/// `GEMM_TILE_K`, `token_offset` and `block_q` multiples of `tile_m(MT)`); the launch must
 /// use the grid, threads and shared memory documented there.
 #[inline(always)]
-unsafe fn gemm_o<E: MmaElement>(p: &GemmParams) {
+unsafe fn gemm_o<E: MmaElement, const MT: usize, const STAGES: u32>(p: &GemmParams) {
     let tid = thread_index();
     let lane = tid % 32;
     let warp = tid / 32;
     let n0 = block_index_x() * GEMM_TILE_N;
-    let m0 = block_index_y() * GEMM_TILE_M;
+    let m0 = block_index_y() * tile_m(MT);
     let smem = shared_base();
-    let list = smem + GEMM_STAGES * gemm_stage_bytes();
+    let list = smem + STAGES * stage_bytes(MT);
     let segment = p.caching as *const u8;
     let q_block = (p.token_offset + m0) / nonzero(p.block_q);
     let want_computed = p.mode == GEMM_O_MODE_ACTIVE;
@@ -83,7 +82,7 @@ unsafe fn gemm_o<E: MmaElement>(p: &GemmParams) {
     // Sparse active mode: the CTA does little math, so start C's trip from DRAM now.
     if has_c && !segment.is_null() {
         // SAFETY: the lines lie inside C (rows below m, columns below n).
-        unsafe { prefetch_c(p, m0, n0, tid) };
+        unsafe { prefetch_c::<MT>(p, m0, n0, tid) };
     }
 
     // Every warp ballots the S_c row 32 heads at a time (so each knows the count); warp 0
@@ -112,40 +111,42 @@ unsafe fn gemm_o<E: MmaElement>(p: &GemmParams) {
     // SAFETY: rows m0 and n0 exist (the grid covers m and n).
     let ops = unsafe { tile_operands(p, m0, n0) };
     let count = selected * tiles_per_head;
-    let c_staged = has_c && C_IN_STAGE;
+    let c_staged = has_c && c_in_stage(MT);
     let tail = |stage: u32| {
         if c_staged {
             // SAFETY: a validated launch with C; the tail stage holds one staging tile.
-            unsafe { load_c_tile(p, m0, n0, stage) };
+            unsafe { load_c_tile::<MT>(p, m0, n0, stage) };
         }
     };
     // SAFETY: every listed head's slice lies below k; shared memory is sized by the host for
     // the pipeline plus the list.
-    let acc = unsafe { mainloop::<E, _>(&ops, count, &mut walk, smem, tail) };
-    let staging = if C_IN_STAGE { tail_stage(smem, count) } else { smem };
+    let acc = unsafe { mainloop::<E, _, MT, STAGES>(&ops, count, &mut walk, smem, tail) };
+    let staging = if c_in_stage(MT) { tail_stage::<MT, STAGES>(smem, count) } else { smem };
     // SAFETY: as for the main loop; GEMM-O writes every element.
-    unsafe { epilogue::<E>(p, acc, m0, n0, staging, c_staged, |_, _| true) };
+    unsafe { epilogue::<E, MT>(p, acc, m0, n0, staging, c_staged, |_, _| true) };
 }
 
 /// 128-byte lines per row of a `C` tile.
 const C_LINES_PER_ROW: u32 = GEMM_TILE_N * ELEMENT_BYTES as u32 / 128;
-const _: () = assert!(
-    (GEMM_TILE_M * C_LINES_PER_ROW).is_multiple_of(GEMM_THREADS),
-    "every thread prefetches the same number of C lines"
-);
 
 /// Prefetches the CTA's `C` tile at (`m0`, `n0`) into L2, one 128-byte line per thread and step.
 ///
 /// # Safety
 /// `p` must describe a validated launch with a `C` matrix.
 #[inline(always)]
-unsafe fn prefetch_c(p: &GemmParams, m0: u32, n0: u32, tid: u32) {
-    let rows = (p.m - m0).min(GEMM_TILE_M);
+unsafe fn prefetch_c<const MT: usize>(p: &GemmParams, m0: u32, n0: u32, tid: u32) {
+    const {
+        assert!(
+            (tile_m(MT) * C_LINES_PER_ROW).is_multiple_of(GEMM_THREADS),
+            "every thread prefetches the same number of C lines"
+        )
+    };
+    let rows = (p.m - m0).min(tile_m(MT));
     let cols = (p.n - n0).min(GEMM_TILE_N);
     let row_bytes = p.n as u64 * ELEMENT_BYTES;
     let corner = (m0 as u64 * p.n as u64 + n0 as u64) * ELEMENT_BYTES;
     let mut i = 0;
-    while i < GEMM_TILE_M * C_LINES_PER_ROW / GEMM_THREADS {
+    while i < tile_m(MT) * C_LINES_PER_ROW / GEMM_THREADS {
         let linear = tid + i * GEMM_THREADS;
         let (row, line) = (linear / C_LINES_PER_ROW, linear % C_LINES_PER_ROW);
         if row < rows && line * 64 < cols {
@@ -158,5 +159,7 @@ unsafe fn prefetch_c(p: &GemmParams, m0: u32, n0: u32, tid: u32) {
     }
 }
 
-gemm_entry!(flashomni_gemm_o_bf16, gemm_o, Bf16);
-gemm_entry!(flashomni_gemm_o_f16, gemm_o, F16);
+gemm_entry!(flashomni_gemm_o_bf16, gemm_o, Bf16, Rows128);
+gemm_entry!(flashomni_gemm_o_f16, gemm_o, F16, Rows128);
+gemm_entry!(flashomni_gemm_o_bf16_m64, gemm_o, Bf16, Rows64);
+gemm_entry!(flashomni_gemm_o_f16_m64, gemm_o, F16, Rows64);

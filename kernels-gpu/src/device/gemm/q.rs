@@ -9,21 +9,22 @@
 
 use super::epilogue::epilogue;
 use super::mainloop::{AllTiles, mainloop};
-use super::{gemm_entry, nonzero, symbol_bit, tile_operands};
-use crate::abi::{GEMM_TILE_K, GEMM_TILE_M, GEMM_TILE_N, GemmParams};
+use super::{gemm_entry, nonzero, symbol_bit, tile_m, tile_operands};
+use crate::abi::{GEMM_TILE_K, GEMM_TILE_N, GemmParams};
 use crate::device::element::{Bf16, F16, MmaElement};
 use crate::device::ptx::{block_index_x, block_index_y, shared_base};
 
-/// Computes CTA `(column tile, row tile)` of a GEMM-Q launch.
+/// Computes CTA `(column tile, row tile)` of a GEMM-Q launch with `tile_m(MT)`-row tiles and
+/// a `STAGES`-deep pipeline.
 ///
 /// # Safety
 /// `p` must describe buffers and symbols validated by the host launcher (see
 /// [`GemmParams`]); the launch must use the grid, threads and shared memory documented there.
 #[inline(always)]
-unsafe fn gemm_q<E: MmaElement>(p: &GemmParams) {
+unsafe fn gemm_q<E: MmaElement, const MT: usize, const STAGES: u32>(p: &GemmParams) {
     let n0 = block_index_x() * GEMM_TILE_N;
-    let m0 = block_index_y() * GEMM_TILE_M;
-    let rows = (p.m - m0).min(GEMM_TILE_M);
+    let m0 = block_index_y() * tile_m(MT);
+    let rows = (p.m - m0).min(tile_m(MT));
     let cols = (p.n - n0).min(GEMM_TILE_N);
     let block_q = nonzero(p.block_q);
     let head_dim = nonzero(p.head_dim);
@@ -59,15 +60,18 @@ unsafe fn gemm_q<E: MmaElement>(p: &GemmParams) {
     let smem = shared_base();
     // SAFETY: the operands and walk cover the validated buffers; shared memory is sized by
     // the host for the pipeline.
-    let acc = unsafe { mainloop::<E, _>(&ops, p.k.div_ceil(GEMM_TILE_K), &mut AllTiles { k: 0 }, smem, |_| {}) };
+    let acc =
+        unsafe { mainloop::<E, _, MT, STAGES>(&ops, p.k.div_ceil(GEMM_TILE_K), &mut AllTiles { k: 0 }, smem, |_| {}) };
     let writable = |row: u32, chunk: u32| {
         // SAFETY: `row` and `chunk` lie inside the matrix (checked by the epilogue first),
         // so the bit is inside the segment as above.
         all || unsafe { symbol_bit(segment, (first_token + row) / block_q * p.heads + (n0 + 8 * chunk) / head_dim) }
     };
     // SAFETY: as for the main loop.
-    unsafe { epilogue::<E>(p, acc, m0, n0, smem, false, writable) };
+    unsafe { epilogue::<E, MT>(p, acc, m0, n0, smem, false, writable) };
 }
 
-gemm_entry!(flashomni_gemm_q_bf16, gemm_q, Bf16);
-gemm_entry!(flashomni_gemm_q_f16, gemm_q, F16);
+gemm_entry!(flashomni_gemm_q_bf16, gemm_q, Bf16, Rows128);
+gemm_entry!(flashomni_gemm_q_f16, gemm_q, F16, Rows128);
+gemm_entry!(flashomni_gemm_q_bf16_m64, gemm_q, Bf16, Rows64);
+gemm_entry!(flashomni_gemm_q_f16_m64, gemm_q, F16, Rows64);

@@ -66,6 +66,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
                     token_offset: 0,
                     heads: HEADS,
                     symbols: selected,
+                    tile_rows: options.gemm_rows,
                 };
                 Ok(engine.gemm_q(args, m, WIDTH, WIDTH, stream)?)
             })?;
@@ -79,6 +80,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
                     token_offset: 0,
                     heads: HEADS,
                     symbols: selected,
+                    tile_rows: options.gemm_rows,
                 };
                 Ok(engine.gemm_o(args, m, WIDTH, WIDTH, stream)?)
             })?;

@@ -1,17 +1,19 @@
 //! `flashomni-bench`: times FlashOmni kernels and the anchors in one GPU session.
 //!
 //! ```text
-//! flashomni-bench [attention] [gemm] [--anchors anchors.py] [--n 4608,16896] [--out FILE]
-//!                 [--commit SHA] [--iters 20] [--warmup 5]
+//! flashomni-bench [attention] [gemm] [parallel] [--anchors anchors.py] [--n 4608,16896] [--out FILE]
+//!                 [--commit SHA] [--iters 20] [--warmup 5] [--gemm-rows 64|128]
 //! ```
 //! Each measurement is the median of `--iters` CUDA-event timings after `--warmup` untimed
 //! runs, on random inputs. The anchors (PyTorch SDPA, FlexAttention, cuBLAS) run from
 //! `anchors.py` in the same session; the table reports our time against them and every row
-//! is appended to the JSON Lines file.
+//! is appended to the JSON Lines file. `parallel` (opt-in; needs NCCL) times the
+//! sequence-parallel path against plain attention.
 
 mod anchors;
 mod attention;
 mod gemm;
+mod parallel;
 mod report;
 mod timing;
 
@@ -27,6 +29,8 @@ pub struct Options {
     commit: String,
     iters: usize,
     warmup: usize,
+    /// Forces the GEMM CTA size (`--gemm-rows 64|128`); `None`: the library's heuristic.
+    gemm_rows: Option<flashomni::GemmRows>,
 }
 
 fn parse_options() -> Result<Options> {
@@ -38,6 +42,7 @@ fn parse_options() -> Result<Options> {
         commit: option_env!("FLASHOMNI_GIT_COMMIT").unwrap_or("unknown").into(),
         iters: 20,
         warmup: 5,
+        gemm_rows: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -49,7 +54,14 @@ fn parse_options() -> Result<Options> {
             "--commit" => options.commit = value()?,
             "--iters" => options.iters = value()?.parse()?,
             "--warmup" => options.warmup = value()?.parse()?,
-            "attention" | "gemm" => options.ops.push(arg),
+            "--gemm-rows" => {
+                options.gemm_rows = Some(match value()?.as_str() {
+                    "64" => flashomni::GemmRows::Rows64,
+                    "128" => flashomni::GemmRows::Rows128,
+                    other => bail!("--gemm-rows takes 64 or 128, not {other}"),
+                })
+            }
+            "attention" | "gemm" | "parallel" => options.ops.push(arg),
             other => bail!("unknown argument `{other}`"),
         }
     }
@@ -71,6 +83,8 @@ fn main() -> Result<()> {
     if options.ops.iter().any(|op| op == "gemm") {
         rows.extend(gemm::run(&engine, &options)?);
     }
+    let parallel_rows =
+        if options.ops.iter().any(|op| op == "parallel") { parallel::run(&engine, &options)? } else { Vec::new() };
     let anchor_rows = match &options.anchors {
         Some(script) => anchors::run(script, &options)?,
         None => {
@@ -79,6 +93,8 @@ fn main() -> Result<()> {
         }
     };
     report::print_table(&rows, &anchor_rows);
+    report::print_parallel(&parallel_rows);
     report::append_jsonl(&options.out, &rows, &anchor_rows, &gpu, &options.commit)?;
+    report::append_parallel_jsonl(&options.out, &parallel_rows, &gpu, &options.commit)?;
     Ok(())
 }

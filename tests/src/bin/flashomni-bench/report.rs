@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::anchors::AnchorRow;
+use crate::parallel::ParallelRow;
 
 /// One of our measurements.
 #[derive(Clone, Debug)]
@@ -162,5 +163,48 @@ pub fn append_jsonl(path: &str, rows: &[Row], anchors: &[AnchorRow], gpu: &str, 
         }
     }
     eprintln!("bench: appended {written} rows to {path}");
+    Ok(())
+}
+
+/// Prints the sequence-parallel comparison, if any.
+pub fn print_parallel(rows: &[ParallelRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!(
+        "\n{:<22} {:>6} {:>8} {:>6} {:>10} {:>10} {:>9}",
+        "op", "n", "kv_dens", "ranks", "plain ms", "SP ms", "SP/plain"
+    );
+    for r in rows {
+        println!(
+            "{:<22} {:>6} {:>8.3} {:>6} {:>10.3} {:>10.3} {:>9.3}",
+            "attention (ulysses)",
+            r.n,
+            r.kv_density,
+            r.ranks,
+            r.plain_ms,
+            r.parallel_ms,
+            r.parallel_ms / r.plain_ms
+        );
+    }
+}
+
+/// Appends the sequence-parallel rows (`impl` = `flashomni-ulysses`, with `ranks` and the
+/// plain one-GPU time of the same inputs) to the JSON Lines file at `path`.
+pub fn append_parallel_jsonl(path: &str, rows: &[ParallelRow], gpu: &str, commit: &str) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut file =
+        OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {path}"))?;
+    for r in rows {
+        let flops = 4.0 * 24.0 * 128.0 * f64::from(r.n) * f64::from(r.n) * r.kv_density;
+        let record = json!({
+            "op": "attention", "impl": "flashomni-ulysses", "ranks": r.ranks, "gpu": gpu, "dtype": "bf16",
+            "n": r.n, "heads": 24, "dim": 128, "kv_density": r.kv_density, "cache_ratio": 0.0,
+            "ms": r.parallel_ms, "tflops": flops / r.parallel_ms / 1e9, "plain_ms": r.plain_ms, "commit": commit,
+        });
+        writeln!(file, "{record}")?;
+    }
     Ok(())
 }
