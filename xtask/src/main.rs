@@ -5,7 +5,8 @@
 //! - `test`: the full test suite, exactly what CI runs after fmt and clippy;
 //! - `gpu-bundle`: release test and bench binaries plus run scripts in `gpu-bundle/`, for a
 //!   GPU machine that has no cargo;
-//! - `bench [attention|gemm]...`: build and run the benchmark on this machine's GPU.
+//! - `bench [attention] [gemm] [parallel] [options]`: build and run the benchmark on this
+//!   machine's GPU (options as `flashomni-bench` takes them).
 
 mod bench;
 mod bundle;
@@ -14,7 +15,8 @@ mod ptx;
 
 use anyhow::{Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ptx | test | gpu-bundle | bench [attention] [gemm] [parallel] [bench options]>";
+const USAGE: &str =
+    "usage: cargo xtask <ptx | test | gpu-bundle | bench [attention] [gemm] [parallel] [bench options]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
