@@ -4,6 +4,7 @@
 //! gpu-bundle/
 //!   tests/<test binaries>   release builds of every workspace test target
 //!   flashomni-bench         the benchmark runner
+//!   examples/<examples>     release builds of the host crate's examples
 //!   anchors.py              the anchor script (from ../shared/anchors)
 //!   run-tests.sh            runs every test binary with FLASHOMNI_REQUIRE_GPU=1
 //!   run-bench.sh            runs the benchmark (arguments are passed on)
@@ -66,6 +67,10 @@ pub fn write_bundle() -> Result<PathBuf> {
     )?;
     let Some((_, bench)) = bench.first() else { bail!("the bench binary was not built") };
     fs::copy(bench, bundle.join("flashomni-bench"))?;
+    fs::create_dir_all(bundle.join("examples"))?;
+    for (name, path) in cargo::executables(&["build", "--release", "--package", "flashomni", "--examples"])? {
+        fs::copy(&path, bundle.join("examples").join(name)).with_context(|| format!("copying {}", path.display()))?;
+    }
     let anchors = root.join("../shared/anchors/anchors.py");
     fs::copy(&anchors, bundle.join("anchors.py")).with_context(|| format!("copying {}", anchors.display()))?;
     for (name, text) in [("run-tests.sh", RUN_TESTS), ("run-bench.sh", RUN_BENCH)] {
