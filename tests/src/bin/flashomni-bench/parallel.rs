@@ -1,12 +1,16 @@
 //! Sequence-parallel (Ulysses) attention on the GPUs of this machine: N = 33792 and 67584,
 //! H = 24, D = 128, bf16, KV densities 1.0 and 0.25, timed against plain one-GPU attention.
 //!
-//! With one GPU this is the P = 1 path (pack, NCCL all-to-all to itself, attention, all-to-all
-//! back, unpack): its overhead over plain attention. Scaling from 1 to P GPUs needs a machine
-//! with several GPUs and one process or thread per rank; this runner does not drive that.
+//! One thread per visible GPU (at most 8) runs one rank; the step time is the slowest rank's
+//! median. Speedup = plain one-GPU time / sequence-parallel time, efficiency = speedup / P. With
+//! one GPU this measures the P = 1 path's overhead (pack, NCCL all-to-all to itself, attention,
+//! all-to-all back, unpack).
 
-use anyhow::{Context, Result};
-use flashomni::parallel::nccl::{Communicator, Nccl};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
+use cust::device::Device;
+use flashomni::parallel::nccl::{Communicator, Nccl, UniqueId};
 use flashomni::parallel::ulysses::{UlyssesArgs, UlyssesAttention};
 use flashomni::{AttentionArgs, AttentionConfig, AttentionPlan, DeviceArray, DeviceSymbols, Engine};
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
@@ -22,38 +26,68 @@ const HEAD_DIM: u32 = 128;
 const SIZES: [u32; 2] = [33792, 67584];
 const DENSITIES: [f64; 2] = [1.0, 0.25];
 
-/// One comparison: plain attention and the sequence-parallel path on the same inputs.
+/// One comparison: plain attention on one GPU and the sequence-parallel path on `ranks` GPUs.
 pub struct ParallelRow {
     /// Tokens.
     pub n: u32,
     /// Measured fraction of kept KV blocks.
     pub kv_density: f64,
-    /// Ranks of the sequence-parallel run.
+    /// Ranks (GPUs) of the sequence-parallel run.
     pub ranks: u32,
     /// Plain one-GPU attention, median ms.
     pub plain_ms: f64,
-    /// Sequence-parallel attention, median ms.
+    /// Sequence-parallel attention: the slowest rank's median ms.
     pub parallel_ms: f64,
 }
 
-/// Runs every case on device 0 with a one-rank communicator.
+/// Random bf16 values in (−2, 2) in device memory.
+fn random_array(rng: &mut impl Rng, len: usize) -> Result<DeviceArray<bf16>> {
+    let values: Vec<bf16> = (0..len).map(|_| bf16::from_f32(rng.gen_range(-2.0f32..2.0))).collect();
+    Ok(DeviceArray::from_host(&values)?)
+}
+
+/// Median ms of one rank's sequence-parallel steps on its own GPU (random shards: timing only).
+fn time_rank(
+    nccl: &Arc<Nccl>,
+    id: &UniqueId,
+    (ranks, rank): (u32, u32),
+    n: u32,
+    symbols: Option<&PackedSymbols>,
+    options: &Options,
+) -> Result<f64> {
+    let engine = Engine::new(rank)?;
+    let comm = Communicator::init_rank(nccl, &engine, id, ranks, rank)?;
+    let config = AttentionConfig::new(HEADS, HEAD_DIM);
+    let mut ulysses = UlyssesAttention::<bf16>::new(&engine, comm, config, &[0, n], &[0, n])?;
+    let mut rng = seeded_rng(0x5e9 + u64::from(rank));
+    let shard = ulysses.q_shard_elements();
+    let (q, k, v) = (random_array(&mut rng, shard)?, random_array(&mut rng, shard)?, random_array(&mut rng, shard)?);
+    let mut out = DeviceArray::<bf16>::uninitialized(shard)?;
+    let stream = engine.stream();
+    median_ms(stream, options.warmup, options.iters, || {
+        let args = UlyssesArgs {
+            q: q.view(),
+            k: k.view(),
+            v: v.view(),
+            out: out.view_mut(),
+            symbols: symbols.map(|s| s.view()),
+        };
+        Ok(ulysses.run(&engine, args, stream)?)
+    })
+}
+
+/// Runs every case: plain attention on device 0, then one thread per GPU (all visible
+/// devices, at most 8) running the sequence-parallel path together.
 pub fn run(engine: &Engine, options: &Options) -> Result<Vec<ParallelRow>> {
     let nccl = Nccl::load().context("the parallel benchmark needs NCCL (set FLASHOMNI_NCCL_LIB)")?;
+    let ranks = Device::num_devices().context("counting devices")?.clamp(1, 8);
     let mut rng = seeded_rng(0x5e9);
     let mut rows = Vec::new();
     let stream = engine.stream();
     for n in SIZES {
-        let config = AttentionConfig::new(HEADS, HEAD_DIM);
-        let plan = AttentionPlan::new(engine, config, &[0, n], &[0, n])?;
-        let id = nccl.unique_id()?;
-        let comm = Communicator::init_rank(&nccl, engine, &id, 1, 0)?;
-        let mut ulysses = UlyssesAttention::<bf16>::new(engine, comm, config, &[0, n], &[0, n])?;
+        let plan = AttentionPlan::new(engine, AttentionConfig::new(HEADS, HEAD_DIM), &[0, n], &[0, n])?;
         let len = plan.q_elements();
-        let mut random = || -> Result<DeviceArray<bf16>> {
-            let values: Vec<bf16> = (0..len).map(|_| bf16::from_f32(rng.gen_range(-2.0f32..2.0))).collect();
-            Ok(DeviceArray::from_host(&values)?)
-        };
-        let (q, k, v) = (random()?, random()?, random()?);
+        let (q, k, v) = (random_array(&mut rng, len)?, random_array(&mut rng, len)?, random_array(&mut rng, len)?);
         let mut out = DeviceArray::<bf16>::uninitialized(len)?;
         let requests = [RequestShape::new(n, n)];
         let geometry = SymbolGeometry::new(HEADS, 128, 128, &requests)?;
@@ -64,7 +98,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<ParallelRow>> {
                 random_symbols(&mut rng, &geometry, density, 0.0)
             };
             let device_symbols = DeviceSymbols::upload(&symbols.view())?;
-            let sparse = density < 1.0;
+            let sparse = (density < 1.0).then_some(&symbols);
             let plain_ms = median_ms(stream, options.warmup, options.iters, || {
                 let args = AttentionArgs {
                     q: q.view(),
@@ -72,28 +106,30 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<ParallelRow>> {
                     v: v.view(),
                     out: out.view_mut(),
                     lse: None,
-                    symbols: sparse.then_some(&device_symbols),
+                    symbols: sparse.map(|_| &device_symbols),
                 };
                 Ok(engine.attention(&plan, args, stream)?)
             })?;
-            let parallel_ms = median_ms(stream, options.warmup, options.iters, || {
-                let args = UlyssesArgs {
-                    q: q.view(),
-                    k: k.view(),
-                    v: v.view(),
-                    out: out.view_mut(),
-                    symbols: sparse.then(|| symbols.view()),
-                };
-                Ok(ulysses.run(engine, args, stream)?)
+            let id = nccl.unique_id()?;
+            let per_rank: Vec<f64> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..ranks)
+                    .map(|rank| {
+                        let (nccl, id) = (&nccl, &id);
+                        scope.spawn(move || time_rank(nccl, id, (ranks, rank), n, sparse, options))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .enumerate()
+                    .map(|(rank, handle)| match handle.join() {
+                        Ok(result) => result.with_context(|| format!("rank {rank}")),
+                        Err(_) => Err(anyhow!("rank {rank} panicked")),
+                    })
+                    .collect::<Result<_>>()
             })?;
-            eprintln!("bench: ulysses n={n} density={density}: plain {plain_ms:.3} ms, P=1 {parallel_ms:.3} ms");
-            rows.push(ParallelRow {
-                n,
-                kv_density: symbols.view().stats().kv_density(),
-                ranks: 1,
-                plain_ms,
-                parallel_ms,
-            });
+            let parallel_ms = per_rank.iter().copied().fold(0.0, f64::max);
+            eprintln!("bench: ulysses n={n} density={density}: plain {plain_ms:.3} ms, P={ranks} {parallel_ms:.3} ms");
+            rows.push(ParallelRow { n, kv_density: symbols.view().stats().kv_density(), ranks, plain_ms, parallel_ms });
         }
     }
     Ok(rows)

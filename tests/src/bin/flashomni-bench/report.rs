@@ -202,7 +202,8 @@ pub fn append_parallel_jsonl(path: &str, rows: &[ParallelRow], gpu: &str, commit
         let record = json!({
             "op": "attention", "impl": "flashomni-ulysses", "ranks": r.ranks, "gpu": gpu, "dtype": "bf16",
             "n": r.n, "heads": 24, "dim": 128, "kv_density": r.kv_density, "cache_ratio": 0.0,
-            "ms": r.parallel_ms, "tflops": flops / r.parallel_ms / 1e9, "plain_ms": r.plain_ms, "commit": commit,
+            "ms": r.parallel_ms, "tflops": flops / r.parallel_ms / 1e9, "plain_ms": r.plain_ms,
+            "scaling_efficiency": r.plain_ms / r.parallel_ms / f64::from(r.ranks), "commit": commit,
         });
         writeln!(file, "{record}")?;
     }
