@@ -172,19 +172,21 @@ pub fn print_parallel(rows: &[ParallelRow]) {
         return;
     }
     println!(
-        "\n{:<22} {:>6} {:>8} {:>6} {:>10} {:>10} {:>9}",
-        "op", "n", "kv_dens", "ranks", "plain ms", "SP ms", "SP/plain"
+        "\n{:<22} {:>6} {:>8} {:>6} {:>10} {:>10} {:>8} {:>10}",
+        "op", "n", "kv_dens", "ranks", "plain ms", "SP ms", "speedup", "efficiency"
     );
     for r in rows {
+        let speedup = r.plain_ms / r.parallel_ms;
         println!(
-            "{:<22} {:>6} {:>8.3} {:>6} {:>10.3} {:>10.3} {:>9.3}",
+            "{:<22} {:>6} {:>8.3} {:>6} {:>10.3} {:>10.3} {:>8.3} {:>10.3}",
             "attention (ulysses)",
             r.n,
             r.kv_density,
             r.ranks,
             r.plain_ms,
             r.parallel_ms,
-            r.parallel_ms / r.plain_ms
+            speedup,
+            speedup / f64::from(r.ranks)
         );
     }
 }
