@@ -2,7 +2,7 @@
 
 use flashomni_symbols::{RequestShape, SymbolsView};
 
-use crate::error::Result;
+use crate::error::{CudaContext, Result};
 use crate::memory::DeviceArray;
 use crate::schedule;
 
@@ -57,7 +57,11 @@ impl DeviceSymbols {
     }
 
     /// Replaces the symbol bits with those of `view`, which must have the same geometry
-    /// (the dispatch-step path: new bits, same buffers, no reallocation).
+    /// (the update-step path: new bits, same bit buffers).
+    ///
+    /// Launches already enqueued may still read the old bits and work list, on any stream, so
+    /// this first waits for all work of the current context (`cuCtxSynchronize`). Symbol
+    /// updates happen once per update step, where that wait costs little.
     pub fn update(&mut self, view: &SymbolsView<'_>) -> Result<()> {
         let geometry = view.geometry();
         if geometry.heads() != self.heads
@@ -69,6 +73,7 @@ impl DeviceSymbols {
                 "symbol update has a different geometry than the uploaded symbols".into(),
             ));
         }
+        cust::context::CurrentContext::synchronize().during("waiting for launches that read the old symbols")?;
         self.caching.upload(view.caching())?;
         self.skip.upload(view.skip())?;
         self.attention_work = upload_attention_work(view)?;

@@ -391,7 +391,7 @@ impl<T: Element> UlyssesAttention<T> {
 
     /// Slices the global symbols to this rank's heads and uploads them unless the device
     /// already holds exactly these bits.
-    fn prepare_symbols(&mut self, symbols: &SymbolsView<'_>, stream: &Stream) -> Result<()> {
+    fn prepare_symbols(&mut self, symbols: &SymbolsView<'_>) -> Result<()> {
         let geometry = symbols.geometry();
         let config = self.plan.config();
         if geometry.heads() != self.total_heads
@@ -416,12 +416,8 @@ impl<T: Element> UlyssesAttention<T> {
         let local = slice_heads(symbols, self.heads.clone())?;
         if self.uploaded.as_ref() != Some(&local) {
             match &mut self.symbols {
-                Some(device) => {
-                    // The upload is synchronous on the host but not ordered with `stream`: wait
-                    // for earlier runs that may still read the old bits.
-                    stream.synchronize().map_err(|source| Error::Cuda { context: "waiting for the stream", source })?;
-                    device.update(&local.view())?;
-                }
+                // `update` waits for earlier runs that may still read the old bits.
+                Some(device) => device.update(&local.view())?,
                 None => self.symbols = Some(DeviceSymbols::upload(&local.view())?),
             }
             self.uploaded = Some(local);
@@ -458,7 +454,7 @@ impl<T: Element> UlyssesAttention<T> {
         engine.make_current()?;
         let forward_out = match &args.symbols {
             Some(symbols) => {
-                self.prepare_symbols(symbols, stream)?;
+                self.prepare_symbols(symbols)?;
                 any_cached(symbols)
             }
             None => false,
