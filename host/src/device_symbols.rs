@@ -1,5 +1,8 @@
 //! Sparse symbols uploaded to the device, ready for the kernels.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
 use flashomni_symbols::{RequestShape, SymbolsView};
 
 use crate::error::{CudaContext, Result};
@@ -24,6 +27,31 @@ pub struct DeviceSymbols {
     /// The attention work list of the computed blocks, heaviest first, and its item count;
     /// `None` when `block_q` is not a multiple of the attention work-item rows.
     pub(crate) attention_work: Option<(DeviceArray<u32>, u32)>,
+    /// Request 0's packed S_c segment on the host (the GEMMs read request 0 only).
+    pub(crate) caching_host: Vec<u8>,
+    /// GEMM-Q tile lists already built for these bits, by launch shape. Entries stay until
+    /// [`DeviceSymbols::update`], which first waits for every launch that may read them.
+    pub(crate) gemm_q_tiles: Mutex<HashMap<GemmTileShape, (DeviceArray<u32>, u32)>>,
+}
+
+/// The launch shape a GEMM-Q tile list depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct GemmTileShape {
+    /// Attention-sequence position of row 0.
+    pub token_offset: u32,
+    /// Rows.
+    pub m: u32,
+    /// Columns.
+    pub n: u32,
+    /// Columns per head.
+    pub head_dim: u32,
+    /// Rows per tile.
+    pub tile_rows: u32,
+}
+
+/// Request 0's S_c segment of `view` (empty without requests).
+fn request0_caching(view: &SymbolsView<'_>) -> Vec<u8> {
+    view.caching_segment(0).unwrap_or(&[]).to_vec()
 }
 
 /// Uploads the attention work list of `view` (see `schedule::sparse_work`).
@@ -53,6 +81,8 @@ impl DeviceSymbols {
             block_kv: geometry.block_kv(),
             requests: geometry.requests().to_vec(),
             attention_work: upload_attention_work(view)?,
+            caching_host: request0_caching(view),
+            gemm_q_tiles: Mutex::new(HashMap::new()),
         })
     }
 
@@ -77,7 +107,29 @@ impl DeviceSymbols {
         self.caching.upload(view.caching())?;
         self.skip.upload(view.skip())?;
         self.attention_work = upload_attention_work(view)?;
+        self.caching_host = request0_caching(view);
+        self.gemm_q_tiles.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
         Ok(())
+    }
+
+    /// The device address and length of the GEMM-Q tile list for `shape`, built by `build`
+    /// from request 0's S_c bytes the first time this shape is launched.
+    pub(crate) fn gemm_q_tiles(
+        &self,
+        shape: GemmTileShape,
+        build: impl FnOnce(&[u8]) -> Vec<u32>,
+    ) -> Result<(u64, u32)> {
+        let mut lists = self.gemm_q_tiles.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((tiles, count)) = lists.get(&shape) {
+            return Ok((tiles.view().address(), *count));
+        }
+        let tiles = build(&self.caching_host);
+        let count = (tiles.len() / 2) as u32;
+        // A launch needs an address even for an empty list.
+        let array = DeviceArray::from_host(if tiles.is_empty() { &[0u32; 2] } else { &tiles })?;
+        let address = array.view().address();
+        lists.insert(shape, (array, count));
+        Ok((address, count))
     }
 
     /// Heads the symbols were built for.

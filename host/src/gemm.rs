@@ -25,8 +25,9 @@ use flashomni_kernels::abi::{
     self, ATTENTION_TILE_Q, GEMM_MAX_HEADS, GEMM_O_MODE_ACTIVE, GEMM_O_MODE_CACHE, GEMM_THREADS, GEMM_TILE_K,
     GEMM_TILE_N, GemmParams, GemmRows,
 };
+use flashomni_symbols::read_bit;
 
-use crate::device_symbols::DeviceSymbols;
+use crate::device_symbols::{DeviceSymbols, GemmTileShape};
 use crate::element::Element;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -144,6 +145,30 @@ pub fn gemm_o_rows(m: u32, n: u32, large_allowed: bool, multiprocessors: u32) ->
     let wave = f64::from(LARGE_CTAS_PER_MULTIPROCESSOR * multiprocessors);
     let few_tiles = large_tiles(m, n) < GEMM_O_MIN_WAVES_FOR_LARGE_CTAS * wave;
     if !large_allowed || few_tiles { GemmRows::Rows64 } else { GemmRows::Rows128 }
+}
+
+/// GEMM-Q's tile list for `shape`: (column tile, row tile) pairs, row-major, of the tiles with
+/// at least one computed (query block, head) pair in request 0's S_c `segment` (the same test
+/// the kernel makes before loading anything).
+fn active_tiles(segment: &[u8], shape: GemmTileShape, heads: u32, block_q: u32) -> Vec<u32> {
+    let computed = |index: u32| read_bit(segment, index) == Some(true);
+    let mut tiles = Vec::new();
+    for row_tile in 0..shape.m.div_ceil(shape.tile_rows) {
+        let m0 = row_tile * shape.tile_rows;
+        let first = shape.token_offset + m0;
+        let last = first + (shape.m - m0).min(shape.tile_rows) - 1;
+        for column_tile in 0..shape.n.div_ceil(GEMM_TILE_N) {
+            let n0 = column_tile * GEMM_TILE_N;
+            let (head_first, head_last) =
+                (n0 / shape.head_dim, (n0 + (shape.n - n0).min(GEMM_TILE_N) - 1) / shape.head_dim);
+            let active = (first / block_q..=last / block_q)
+                .any(|qb| (head_first..=head_last).any(|head| computed(qb * heads + head)));
+            if active {
+                tiles.extend([column_tile, row_tile]);
+            }
+        }
+    }
+    tiles
 }
 
 /// Fails unless a buffer holds `required` elements.
@@ -264,12 +289,17 @@ impl Engine {
             check_len("bias", bias.len(), u64::from(n))?;
             check_aligned("bias", bias.address(), 4)?;
         }
-        let block_q = match args.symbols {
+        // With symbols, the grid is the list of tiles holding a computed pair: cached tiles
+        // cost no CTA at all.
+        let (block_q, tiles, grid) = match args.symbols {
             Some(symbols) => {
                 check_symbols(symbols, args.heads, args.token_offset, m)?;
-                symbols.block_q
+                let shape = GemmTileShape { token_offset: args.token_offset, m, n, head_dim, tile_rows: rows.rows() };
+                let (tiles, count) =
+                    symbols.gemm_q_tiles(shape, |segment| active_tiles(segment, shape, args.heads, symbols.block_q))?;
+                (symbols.block_q, tiles, (count, 1, 1))
             }
-            None => 0,
+            None => (0, 0, grid),
         };
         let params = GemmParams {
             a: args.x.address(),
@@ -278,6 +308,7 @@ impl Engine {
             c: 0,
             out: args.out.address(),
             caching: args.symbols.map_or(0, |symbols| symbols.caching.view().address()),
+            tiles,
             m,
             n,
             k,
@@ -364,6 +395,7 @@ impl Engine {
             c,
             out: args.out.address(),
             caching: args.symbols.map_or(0, |symbols| symbols.caching.view().address()),
+            tiles: 0,
             m,
             n,
             k,
@@ -403,6 +435,19 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tile_list_holds_exactly_the_tiles_with_a_computed_pair() {
+        // 2 heads of 128 columns, 128-token query blocks, rows start at token 64: row tile 0
+        // (tokens 64..192) spans query blocks 0 and 1, row tile 1 (192..300) blocks 1 and 2.
+        let shape = GemmTileShape { token_offset: 64, m: 236, n: 256, head_dim: 128, tile_rows: 128 };
+        // Bits qb·2 + h: only (qb 0, head 1) and (qb 2, head 0) are computed.
+        let segment = [0b0001_0010u8];
+        let tiles = active_tiles(&segment, shape, 2, 128);
+        assert_eq!(tiles, vec![1, 0, 0, 1], "(column 1, row 0) and (column 0, row 1)");
+        assert!(active_tiles(&[0u8], shape, 2, 128).is_empty());
+        assert_eq!(active_tiles(&[0xFFu8], shape, 2, 128).len(), 2 * 4);
+    }
 
     #[test]
     fn gemm_q_uses_small_ctas_for_few_working_tiles() {

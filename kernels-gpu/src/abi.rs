@@ -216,6 +216,10 @@ pub struct GemmParams {
     pub out: u64,
     /// Packed S_c segment of request 0; 0 means every (query block, head) is computed.
     pub caching: u64,
+    /// GEMM-Q only: `u32[2 · grid.x]` (column tile, row tile) pairs, one per CTA, listing the
+    /// tiles with a computed pair (built from the symbols on the host); 0: CTA `(x, y)` takes
+    /// column tile `x`, row tile `y`.
+    pub tiles: u64,
     /// Rows of `A` and of the output.
     pub m: u32,
     /// Columns of the output (rows of `W`).

@@ -14,7 +14,7 @@ use crate::abi::{GEMM_TILE_K, GEMM_TILE_N, GemmParams};
 use crate::device::element::{Bf16, F16, MmaElement};
 use crate::device::ptx::{block_index_x, block_index_y, shared_base};
 
-/// Computes CTA `(column tile, row tile)` of a GEMM-Q launch with `tile_m(MT)`-row tiles and
+/// Computes one tile of a GEMM-Q launch (from the grid position or the host's tile list) with `tile_m(MT)`-row tiles and
 /// a `STAGES`-deep pipeline.
 ///
 /// # Safety
@@ -22,8 +22,15 @@ use crate::device::ptx::{block_index_x, block_index_y, shared_base};
 /// [`GemmParams`]); the launch must use the grid, threads and shared memory documented there.
 #[inline(always)]
 unsafe fn gemm_q<E: MmaElement, const MT: usize, const STAGES: u32>(p: &GemmParams) {
-    let n0 = block_index_x() * GEMM_TILE_N;
-    let m0 = block_index_y() * tile_m(MT);
+    let (column_tile, row_tile) = if p.tiles == 0 {
+        (block_index_x(), block_index_y())
+    } else {
+        let item = 2 * block_index_x() as usize;
+        // SAFETY: the host sized the tile list for this grid: pair `item / 2` exists.
+        unsafe { (*(p.tiles as *const u32).add(item), *(p.tiles as *const u32).add(item + 1)) }
+    };
+    let n0 = column_tile * GEMM_TILE_N;
+    let m0 = row_tile * tile_m(MT);
     let rows = (p.m - m0).min(tile_m(MT));
     let cols = (p.n - n0).min(GEMM_TILE_N);
     let block_q = nonzero(p.block_q);
