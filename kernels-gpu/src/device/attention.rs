@@ -27,12 +27,8 @@ use crate::abi::{ATTENTION_THREADS, ATTENTION_TILE_KV, ATTENTION_TILE_Q, Attenti
 
 /// Bytes per element of every instantiated type.
 const ELEMENT_BYTES: u64 = 2;
-/// Keys per online-softmax step: a loaded tile is consumed in sub-tiles of this size.
-const SUB_KV: u32 = 32;
-/// Sub-tiles per loaded key/value tile.
-const SUB_TILES: u32 = ATTENTION_TILE_KV / SUB_KV;
-/// 8-wide n-tiles of the S accumulator per sub-tile.
-const SUB_NTILES: usize = SUB_KV as usize / 8;
+/// Keys per 8-wide n-tile of the S accumulator.
+const KEYS_PER_NTILE: u32 = 8;
 /// Warps per CTA.
 const WARPS: u32 = ATTENTION_THREADS / 32;
 
@@ -103,14 +99,26 @@ struct RowStats {
 ///
 /// `DT` = head_dim / 8 (n-tiles of the O accumulator), `DK` = head_dim / 16 (k-steps of Q·Kᵀ),
 /// `MT` = m16 tiles per warp (1 or 2: 64- or 128-row CTAs). The m-tile loops are unrolled by
-/// `seq!` for up to two m-tiles, each guarded by `M < MT`.
+/// `seq!` for up to two m-tiles, each guarded by `M < MT`. `SN` = 8-key n-tiles per softmax
+/// sub-tile (4 or 8: 32 or 64 keys), `SP = SN / 2` (k-steps of P·V per sub-tile).
 ///
 /// # Safety
 /// `params` must describe buffers validated by the host launcher (sizes, strides, 16-byte
 /// alignment, symbol segment lengths), and the launch must use `ATTENTION_THREADS` threads and
 /// `attention_shared_bytes(head_dim)` bytes of dynamic shared memory.
 #[inline(always)]
-unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize, const MT: usize>(params: &AttentionParams) {
+unsafe fn attention<
+    E: MmaElement,
+    const DT: usize,
+    const DK: usize,
+    const MT: usize,
+    const SN: usize,
+    const SP: usize,
+>(
+    params: &AttentionParams,
+) {
+    const { assert!(SN == 2 * SP && (SN as u32 * KEYS_PER_NTILE).is_power_of_two()) };
+    let sub_kv = SN as u32 * KEYS_PER_NTILE;
     let p = params;
     let tid = thread_index();
     let lane = tid % 32;
@@ -218,14 +226,14 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize, const MT: u
 
         let k_base = k_tile(stage).b_fragment_base(0, lane);
         let v_base = v_tile(stage).b_fragment_trans_base(0, lane);
-        // The tile is consumed in sub-tiles of `SUB_KV` keys, each a full online-softmax step:
+        // The tile is consumed in sub-tiles of `sub_kv` keys, each a full online-softmax step:
         // only one sub-tile of logits is live at a time, which keeps O in registers.
-        for sub in 0..SUB_TILES {
-            let first_key = sub * SUB_KV;
+        for sub in 0..ATTENTION_TILE_KV / sub_kv {
+            let first_key = sub * sub_kv;
             if tile * ATTENTION_TILE_KV + first_key >= kv_len {
                 break; // the rest of the last tile is past the sequence
             }
-            let mut s = [[[0f32; 4]; SUB_NTILES]; MT];
+            let mut s = [[[0f32; 4]; SN]; MT];
             for k in 0..DK as u32 {
                 let mut a = [[0u32; 4]; MT];
                 for (m, a) in a.iter_mut().enumerate() {
@@ -234,7 +242,7 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize, const MT: u
                     // first barrier.
                     *a = unsafe { ldmatrix_x4(address) };
                 }
-                for pair in 0..SUB_NTILES as u32 / 2 {
+                for pair in 0..SP as u32 {
                     let address = Tile::at_chunk(k_base, 2 * k) + (first_key + 16 * pair) * row_bytes;
                     // SAFETY: the address lies in the current K stage, complete and visible.
                     let b = unsafe { ldmatrix_x4(address) };
@@ -244,18 +252,18 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize, const MT: u
                     }
                 }
             }
-            let mut p_frag = [[[0u32; 4]; SUB_NTILES / 2]; MT];
+            let mut p_frag = [[[0u32; 4]; SP]; MT];
             let key0 = tile * ATTENTION_TILE_KV + first_key;
             seq!(M in 0..2 {
                 if M < MT {
                     let probabilities =
-                        softmax_update::<DT>(&mut s[M], &mut o[M], &mut stats[M], p.scale_log2, key0, kv_len, lane);
+                        softmax_update::<DT, SN, SP>(&mut s[M], &mut o[M], &mut stats[M], p.scale_log2, key0, kv_len, lane);
                     for (packed, a) in p_frag[M].iter_mut().zip(&probabilities) {
                         *packed = [E::pack(a[0], a[1]), E::pack(a[2], a[3]), E::pack(a[4], a[5]), E::pack(a[6], a[7])];
                     }
                 }
             });
-            for k in 0..SUB_NTILES / 2 {
+            for k in 0..SP {
                 for pair in 0..DT as u32 / 2 {
                     let address = Tile::at_chunk(v_base, 2 * pair) + (first_key + 16 * k as u32) * row_bytes;
                     // SAFETY: the address lies in the current V stage, complete and visible.
@@ -291,24 +299,24 @@ unsafe fn attention<E: MmaElement, const DT: usize, const DK: usize, const MT: u
     });
 }
 
-/// Folds one sub-tile of logits `s` (keys `key0..key0 + SUB_KV`) into the running statistics
+/// Folds one sub-tile of logits `s` (keys `key0..key0 + 8·SN`) into the running statistics
 /// and O accumulator, and returns the probabilities as this lane's A fragments for P·V:
 /// `[k-step][a0..a7]` in fragment order.
 // `seq!` expands `ROW` to the literals 0 and 1, so `2 * ROW` reads as `2 * 0` to clippy.
 #[allow(clippy::erasing_op, clippy::identity_op)]
 #[inline(always)]
-fn softmax_update<const DT: usize>(
-    s: &mut [[f32; 4]; SUB_NTILES],
+fn softmax_update<const DT: usize, const SN: usize, const SP: usize>(
+    s: &mut [[f32; 4]; SN],
     o: &mut [[f32; 4]; DT],
     stats: &mut RowStats,
     scale_log2: f32,
     key0: u32,
     kv_len: u32,
     lane: u32,
-) -> [[f32; 8]; SUB_NTILES / 2] {
+) -> [[f32; 8]; SP] {
     // Logits stay unscaled until the exponent: the scale is positive, so the maximum of the
     // raw logits scales to the maximum of the scaled ones, and `s·scale − max` is one FFMA.
-    if key0 + SUB_KV > kv_len {
+    if key0 + SN as u32 * KEYS_PER_NTILE > kv_len {
         let first_col = key0 + (lane % 4) * 2;
         for (n, acc) in s.iter_mut().enumerate() {
             for (i, x) in acc.iter_mut().enumerate() {
@@ -342,7 +350,7 @@ fn softmax_update<const DT: usize>(
             acc[2 * ROW + 1] *= rescale;
         }
     });
-    let mut frags = [[0f32; 8]; SUB_NTILES / 2];
+    let mut frags = [[0f32; 8]; SP];
     for (k, frag) in frags.iter_mut().enumerate() {
         let (lo, hi) = (&s[2 * k], &s[2 * k + 1]);
         *frag = [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]];
@@ -416,7 +424,7 @@ unsafe fn write_output<E: MmaElement, const DT: usize>(
 }
 
 macro_rules! attention_entry {
-    ($name:ident, $element:ty, $dt:literal, $dk:literal, $mt:literal) => {
+    ($name:ident, $element:ty, $dt:literal, $dk:literal, $mt:literal, $sn:literal, $sp:literal) => {
         /// Kernel entry: see [`attention`].
         ///
         /// # Safety
@@ -424,16 +432,19 @@ macro_rules! attention_entry {
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(params: AttentionParams) {
             // SAFETY: forwarded from the entry's contract.
-            unsafe { attention::<$element, $dt, $dk, $mt>(&params) }
+            unsafe { attention::<$element, $dt, $dk, $mt, $sn, $sp>(&params) }
         }
     };
 }
 
-attention_entry!(flashomni_attention_bf16_d64_r64, Bf16, 8, 4, 1);
-attention_entry!(flashomni_attention_bf16_d64_r128, Bf16, 8, 4, 2);
-attention_entry!(flashomni_attention_bf16_d128_r64, Bf16, 16, 8, 1);
-attention_entry!(flashomni_attention_bf16_d128_r128, Bf16, 16, 8, 2);
-attention_entry!(flashomni_attention_f16_d64_r64, F16, 8, 4, 1);
-attention_entry!(flashomni_attention_f16_d64_r128, F16, 8, 4, 2);
-attention_entry!(flashomni_attention_f16_d128_r64, F16, 16, 8, 1);
-attention_entry!(flashomni_attention_f16_d128_r128, F16, 16, 8, 2);
+// 64-key softmax sub-tiles (one Q fragment load per tile) wherever O and S fit in registers
+// without spills; head_dim 128 with 128-row CTAs (two m-tiles of 64 O columns) takes 32-key
+// sub-tiles.
+attention_entry!(flashomni_attention_bf16_d64_r64, Bf16, 8, 4, 1, 8, 4);
+attention_entry!(flashomni_attention_bf16_d64_r128, Bf16, 8, 4, 2, 8, 4);
+attention_entry!(flashomni_attention_bf16_d128_r64, Bf16, 16, 8, 1, 8, 4);
+attention_entry!(flashomni_attention_bf16_d128_r128, Bf16, 16, 8, 2, 4, 2);
+attention_entry!(flashomni_attention_f16_d64_r64, F16, 8, 4, 1, 8, 4);
+attention_entry!(flashomni_attention_f16_d64_r128, F16, 8, 4, 2, 8, 4);
+attention_entry!(flashomni_attention_f16_d128_r64, F16, 16, 8, 1, 8, 4);
+attention_entry!(flashomni_attention_f16_d128_r128, F16, 16, 8, 2, 4, 2);
