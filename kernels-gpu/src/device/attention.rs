@@ -18,6 +18,7 @@ use seq_macro::seq;
 use flashomni_symbols::{blocks, caching_index, skip_index};
 
 use super::element::{Bf16, F16, MmaElement};
+use super::params::{nonzero, read_u32, symbol_bit};
 use super::ptx::{
     block_index_x, cp_async_commit, cp_async_wait, exp2, ld_shared_v4, ldmatrix_x4, ldmatrix_x4_trans, log2,
     shared_base, shfl_xor, st_global_v4, st_shared_b32, sync_threads, sync_warp, thread_index,
@@ -31,32 +32,6 @@ const ELEMENT_BYTES: u64 = 2;
 const KEYS_PER_NTILE: u32 = 8;
 /// Warps per CTA.
 const WARPS: u32 = ATTENTION_THREADS / 32;
-
-/// A divisor the host guarantees to be nonzero, as a type whose division cannot panic.
-#[inline(always)]
-fn nonzero(divisor: u32) -> NonZeroU32 {
-    NonZeroU32::new(divisor).unwrap_or(NonZeroU32::MIN)
-}
-
-/// Reads element `index` of a `u32` array at device address `address`.
-///
-/// # Safety
-/// The array must hold at least `index + 1` readable elements.
-#[inline(always)]
-unsafe fn read_u32(address: u64, index: usize) -> u32 {
-    // SAFETY: guaranteed by the caller.
-    unsafe { *(address as *const u32).add(index) }
-}
-
-/// Reads bit `index` of a packed LSB-first symbol segment.
-///
-/// # Safety
-/// `segment` must hold at least `index / 8 + 1` readable bytes.
-#[inline(always)]
-unsafe fn symbol_bit(segment: *const u8, index: u32) -> bool {
-    // SAFETY: guaranteed by the caller.
-    unsafe { (*segment.add((index / 8) as usize) >> (index % 8)) & 1 != 0 }
-}
 
 /// The S_s row of one (query block, head): which 64-token KV tiles to visit.
 struct KvWalk {

@@ -3,6 +3,7 @@
 mod attention;
 mod element;
 mod gemm;
+mod params;
 mod ptx;
 mod tile;
 

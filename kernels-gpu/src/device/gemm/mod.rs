@@ -19,8 +19,6 @@ mod mainloop;
 mod o;
 mod q;
 
-use core::num::NonZeroU32;
-
 use crate::abi::{GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N, GemmParams, GemmRows};
 use mainloop::Operands;
 
@@ -85,22 +83,6 @@ const _: () = {
 
 /// A warp's f32 accumulators: `[m16 tile][n8 tile][mma C fragment]`.
 type Accumulators<const MT: usize> = [[[f32; 4]; NT]; MT];
-
-/// A divisor the host guarantees to be nonzero, as a type whose division cannot panic.
-#[inline(always)]
-fn nonzero(divisor: u32) -> NonZeroU32 {
-    NonZeroU32::new(divisor).unwrap_or(NonZeroU32::MIN)
-}
-
-/// Reads bit `index` of a packed LSB-first symbol segment.
-///
-/// # Safety
-/// `segment` must hold at least `index / 8 + 1` readable bytes.
-#[inline(always)]
-unsafe fn symbol_bit(segment: *const u8, index: u32) -> bool {
-    // SAFETY: guaranteed by the caller.
-    unsafe { (*segment.add((index / 8) as usize) >> (index % 8)) & 1 != 0 }
-}
 
 /// The operands of the CTA whose output tile starts at row `m0`, column `n0`.
 ///

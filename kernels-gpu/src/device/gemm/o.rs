@@ -17,9 +17,10 @@
 
 use super::epilogue::{c_in_stage, epilogue, load_c_tile};
 use super::mainloop::{KWalk, mainloop, tail_stage};
-use super::{ELEMENT_BYTES, gemm_entry, nonzero, stage_bytes, symbol_bit, tile_m, tile_operands};
+use super::{ELEMENT_BYTES, gemm_entry, stage_bytes, tile_m, tile_operands};
 use crate::abi::{GEMM_O_MODE_ACTIVE, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GemmParams};
 use crate::device::element::{Bf16, F16, MmaElement};
+use crate::device::params::{nonzero, symbol_bit};
 use crate::device::ptx::{
     ballot, block_index_x, block_index_y, ld_shared_b32, prefetch_l2, shared_base, st_shared_b32, sync_threads,
     thread_index,

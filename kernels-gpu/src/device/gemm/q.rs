@@ -9,9 +9,10 @@
 
 use super::epilogue::epilogue;
 use super::mainloop::{AllTiles, mainloop};
-use super::{gemm_entry, nonzero, symbol_bit, tile_m, tile_operands};
+use super::{gemm_entry, tile_m, tile_operands};
 use crate::abi::{GEMM_TILE_K, GEMM_TILE_N, GemmParams};
 use crate::device::element::{Bf16, F16, MmaElement};
+use crate::device::params::{nonzero, read_u32, symbol_bit};
 use crate::device::ptx::{block_index_x, block_index_y, shared_base};
 
 /// Computes one tile of a GEMM-Q launch (from the grid position or the host's tile list) with `tile_m(MT)`-row tiles and
@@ -27,7 +28,7 @@ unsafe fn gemm_q<E: MmaElement, const MT: usize, const STAGES: u32>(p: &GemmPara
     } else {
         let item = 2 * block_index_x() as usize;
         // SAFETY: the host sized the tile list for this grid: pair `item / 2` exists.
-        unsafe { (*(p.tiles as *const u32).add(item), *(p.tiles as *const u32).add(item + 1)) }
+        unsafe { (read_u32(p.tiles, item), read_u32(p.tiles, item + 1)) }
     };
     let n0 = column_tile * GEMM_TILE_N;
     let m0 = row_tile * tile_m(MT);
