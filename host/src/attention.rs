@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::launch::{LaunchShape, launch};
 use crate::memory::{DeviceArray, DeviceView, DeviceViewMut};
 use crate::schedule;
+use crate::validate::{check_aligned, check_len};
 
 /// How keys and values are laid out in memory. Queries and outputs are always token-major.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -247,23 +248,6 @@ pub struct AttentionArgs<'a, T> {
     pub symbols: Option<&'a DeviceSymbols>,
 }
 
-fn check_len(buffer: &'static str, actual: usize, required: usize) -> Result<()> {
-    if actual < required {
-        return Err(Error::BufferTooSmall { buffer, required, actual });
-    }
-    Ok(())
-}
-
-fn check_aligned(buffer: &'static str, address: u64) -> Result<()> {
-    if !address.is_multiple_of(16) {
-        return Err(Error::Misaligned {
-            buffer,
-            detail: format!("address {address:#x} is not a multiple of 16 bytes"),
-        });
-    }
-    Ok(())
-}
-
 impl Engine {
     /// Runs block-sparse attention on `stream`, asynchronously.
     ///
@@ -291,17 +275,17 @@ impl Engine {
         let rows = c.cta_rows.unwrap_or_else(|| schedule::choose_rows(work_items, self.multiprocessors()));
         let entry = abi::attention_entry(T::KIND, c.head_dim, rows)
             .ok_or_else(|| Error::Unsupported(format!("{} attention with head_dim {}", T::NAME, c.head_dim)))?;
-        check_len("q", args.q.len(), plan.q_elements())?;
-        check_len("k", args.k.len(), plan.kv_elements())?;
-        check_len("v", args.v.len(), plan.kv_elements())?;
-        check_len("out", args.out.len(), plan.q_elements())?;
+        check_len("q", args.q.len(), plan.q_elements() as u64)?;
+        check_len("k", args.k.len(), plan.kv_elements() as u64)?;
+        check_len("v", args.v.len(), plan.kv_elements() as u64)?;
+        check_len("out", args.out.len(), plan.q_elements() as u64)?;
         if let Some(lse) = &args.lse {
-            check_len("lse", lse.len(), plan.total_q as usize * c.heads as usize)?;
+            check_len("lse", lse.len(), u64::from(plan.total_q) * u64::from(c.heads))?;
         }
         for (name, address) in
             [("q", args.q.address()), ("k", args.k.address()), ("v", args.v.address()), ("out", args.out.address())]
         {
-            check_aligned(name, address)?;
+            check_aligned(name, address, 16)?;
         }
         let (hd, heads) = (c.head_dim, c.heads);
         let (kv_stride_token, kv_stride_head) = match c.kv_layout {

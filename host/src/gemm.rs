@@ -33,6 +33,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::{LaunchShape, launch};
 use crate::memory::{DeviceView, DeviceViewMut};
+use crate::validate::{check_aligned, check_len};
 
 /// Most CTAs a grid may have along y (row tiles).
 const MAX_GRID_Y: u32 = 65_535;
@@ -169,26 +170,6 @@ fn active_tiles(segment: &[u8], shape: GemmTileShape, heads: u32, block_q: u32) 
         }
     }
     tiles
-}
-
-/// Fails unless a buffer holds `required` elements.
-fn check_len(buffer: &'static str, actual: usize, required: u64) -> Result<()> {
-    match usize::try_from(required) {
-        Ok(required) if actual >= required => Ok(()),
-        Ok(required) => Err(Error::BufferTooSmall { buffer, required, actual }),
-        Err(_) => Err(Error::InvalidShape(format!("`{buffer}` would need {required} elements"))),
-    }
-}
-
-/// Fails unless a device address is a multiple of `align` bytes.
-fn check_aligned(buffer: &'static str, address: u64, align: u64) -> Result<()> {
-    if !address.is_multiple_of(align) {
-        return Err(Error::Misaligned {
-            buffer,
-            detail: format!("address {address:#x} is not a multiple of {align} bytes"),
-        });
-    }
-    Ok(())
 }
 
 /// A buffer argument as the checks see it.

@@ -53,6 +53,7 @@ mod memory;
 mod module;
 pub mod parallel;
 mod schedule;
+mod validate;
 
 pub use attention::{AttentionArgs, AttentionConfig, AttentionPlan, KvLayout};
 pub use device_symbols::DeviceSymbols;

@@ -35,6 +35,7 @@ use crate::element::Plain;
 use crate::engine::Engine;
 use crate::error::{CudaContext, Error, Result};
 use crate::memory::{DeviceView, DeviceViewMut};
+use crate::validate::check_len;
 
 /// The environment variable naming the NCCL library (a file, or a folder holding
 /// [`LIBRARY_NAME`]).
@@ -326,12 +327,8 @@ impl Communicator {
                 .chunk
                 .checked_mul(ranks)
                 .ok_or_else(|| Error::InvalidShape(format!("all-to-all chunk {} overflows", exchange.chunk)))?;
-            if exchange.send.len() < total {
-                return Err(Error::BufferTooSmall { buffer: "send", required: total, actual: exchange.send.len() });
-            }
-            if exchange.recv.len() < total {
-                return Err(Error::BufferTooSmall { buffer: "recv", required: total, actual: exchange.recv.len() });
-            }
+            check_len("send", exchange.send.len(), total as u64)?;
+            check_len("recv", exchange.recv.len(), total as u64)?;
             // Cannot overflow: `total` elements of `T` are allocated.
             chunk_bytes.push(exchange.chunk * size_of::<T>());
         }

@@ -52,6 +52,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::check;
 use crate::memory::{DeviceArray, DeviceView, DeviceViewMut};
+use crate::validate::check_len;
 
 /// A strided copy between two element buffers, counted in elements: for every
 /// `row < rows`, `dst[dst_offset + row·dst_pitch ..][..width] =
@@ -447,9 +448,7 @@ impl<T: Element> UlyssesAttention<T> {
             ("v", args.v.len(), kv_len),
             ("out", args.out.len(), q_len),
         ] {
-            if actual < required {
-                return Err(Error::BufferTooSmall { buffer, required, actual });
-            }
+            check_len(buffer, actual, required as u64)?;
         }
         engine.make_current()?;
         let forward_out = match &args.symbols {
