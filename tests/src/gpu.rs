@@ -4,6 +4,9 @@
 //! pass by silently testing nothing.
 
 use flashomni::{AttentionArgs, DeviceArray, DeviceSymbols, Element, Engine};
+use rand::Rng;
+
+use crate::random::random_element;
 
 /// The variable that makes a missing GPU a test failure.
 pub const REQUIRE_GPU: &str = "FLASHOMNI_REQUIRE_GPU";
@@ -45,6 +48,17 @@ pub fn poisoned<T: Element>(len: usize) -> flashomni::Result<DeviceArray<T>> {
     let mut array = DeviceArray::uninitialized(len)?;
     array.fill_bytes(POISON_BYTE)?;
     Ok(array)
+}
+
+/// `len` values from [`random_element`] uploaded to a new device array (no host `f32` copy:
+/// benchmark inputs are large).
+pub fn random_device_array<T: Element>(
+    rng: &mut impl Rng,
+    len: usize,
+    scale: f32,
+) -> flashomni::Result<DeviceArray<T>> {
+    let values: Vec<T> = (0..len).map(|_| random_element(rng, scale)).collect();
+    DeviceArray::from_host(&values)
 }
 
 /// Whether a downloaded 16-bit element still holds the poison pattern.

@@ -2,6 +2,7 @@
 //!
 //! All helpers take an explicit RNG; use [`seeded_rng`] for reproducible runs.
 
+use flashomni::Element;
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
@@ -59,6 +60,22 @@ fn random_vec<T: Copy>(
     }
     let wide = half.iter().map(|&x| widen(x)).collect();
     (half, wide)
+}
+
+/// A value exactly representable in `T`, drawn uniformly from (−scale, scale).
+pub fn random_element<T: Element>(rng: &mut impl Rng, scale: f32) -> T {
+    T::from_f32(rng.gen_range(-scale..scale))
+}
+
+/// `len` values from [`random_element`], each with its exact `f32` widening (the input of the
+/// float64 references).
+pub fn random_elements<T: Element>(rng: &mut impl Rng, len: usize, scale: f32) -> (Vec<T>, Vec<f32>) {
+    (0..len)
+        .map(|_| {
+            let value = random_element::<T>(rng, scale);
+            (value, value.to_f32())
+        })
+        .unzip()
 }
 
 /// `len` bf16 values uniform on (-1, 1), and the same values widened to f32.

@@ -13,8 +13,8 @@ use flashomni::{
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::compare::{Comparison, Tolerance};
 use flashomni_tests::gpu::{engine_or_skip, is_poison, poisoned};
-use flashomni_tests::random::random_symbols;
 use flashomni_tests::random::seeded_rng;
+use flashomni_tests::random::{random_elements, random_symbols};
 use flashomni_tests::reference::attention::{AttentionShape, attention};
 use half::{bf16, f16};
 use proptest::prelude::*;
@@ -58,17 +58,6 @@ impl Case {
     }
 }
 
-/// Random values exactly representable in `T`, uniform in (−2, 2): the f32 copy is the
-/// reference's input.
-fn random_elements<T: Element>(rng: &mut impl Rng, len: usize) -> (Vec<T>, Vec<f32>) {
-    (0..len)
-        .map(|_| {
-            let value = T::from_f32(rng.gen_range(-2.0f32..2.0));
-            (value, value.to_f32())
-        })
-        .unzip()
-}
-
 /// `[tokens, heads, dim]` → `[heads, tokens, dim]`.
 fn to_head_major<T: Copy>(values: &[T], tokens: usize, heads: usize, dim: usize) -> Vec<T> {
     let mut out = Vec::with_capacity(values.len());
@@ -90,9 +79,9 @@ fn run_case<T: Element>(engine: &Engine, case: &Case) -> Result<Vec<T>> {
     let (hd, heads) = (case.head_dim as usize, case.heads as usize);
     let (total_q, total_kv) = (shape.total_q(), shape.total_kv());
 
-    let (q, q32) = random_elements::<T>(&mut rng, total_q * heads * hd);
-    let (k, k32) = random_elements::<T>(&mut rng, total_kv * heads * hd);
-    let (v, v32) = random_elements::<T>(&mut rng, total_kv * heads * hd);
+    let (q, q32) = random_elements::<T>(&mut rng, total_q * heads * hd, 2.0);
+    let (k, k32) = random_elements::<T>(&mut rng, total_kv * heads * hd, 2.0);
+    let (v, v32) = random_elements::<T>(&mut rng, total_kv * heads * hd, 2.0);
     let (k_dev, v_dev) = match case.kv_layout {
         KvLayout::TokenMajor => (k, v),
         KvLayout::HeadMajor => (to_head_major(&k, total_kv, heads, hd), to_head_major(&v, total_kv, heads, hd)),

@@ -19,22 +19,11 @@ use flashomni::{DeviceArray, DeviceSymbols, Element, Engine, Error, GemmOArgs, G
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry, SymbolsView};
 use flashomni_tests::compare::{Comparison, Tolerance};
 use flashomni_tests::gpu::{engine_or_skip, is_poison, poisoned};
-use flashomni_tests::random::{random_symbols, seeded_rng};
+use flashomni_tests::random::{random_elements, random_symbols, seeded_rng};
 use flashomni_tests::reference::{GemmShape, HeadSparsity, gemm_o_active, gemm_o_cache, gemm_q};
 use half::{bf16, f16};
 use proptest::prelude::*;
 use rand::Rng;
-
-/// Random values exactly representable in `T`, uniform in (−scale, scale): the f32 copy is
-/// the reference's input.
-fn random_elements<T: Element>(rng: &mut impl Rng, len: usize, scale: f32) -> (Vec<T>, Vec<f32>) {
-    (0..len)
-        .map(|_| {
-            let value = T::from_f32(rng.gen_range(-scale..scale));
-            (value, value.to_f32())
-        })
-        .unzip()
-}
 
 /// A cache ratio: none (dense), everything cached, nothing cached, or in between.
 fn draw_cache_ratio(rng: &mut impl Rng) -> Option<f64> {

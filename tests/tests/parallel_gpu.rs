@@ -23,11 +23,10 @@ use flashomni::{AttentionConfig, AttentionPlan, DeviceArray, Element, Engine, Er
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::compare::{Comparison, Tolerance};
 use flashomni_tests::gpu::{attention_args, engine_or_skip, gpu_required, is_poison, poisoned, report_skip};
-use flashomni_tests::random::{random_symbols, seeded_rng};
+use flashomni_tests::random::{random_elements, random_symbols, seeded_rng};
 use flashomni_tests::reference::attention::AttentionShape;
 use flashomni_tests::reference::ulysses::split_tokens;
 use half::{bf16, f16};
-use rand::Rng;
 
 /// The `lib` folder of the `nvidia.nccl` Python package, if `python3` has one.
 fn python_nccl_dir() -> Option<PathBuf> {
@@ -73,11 +72,6 @@ fn nccl_or_skip(test: &str) -> Option<Arc<Nccl>> {
     None
 }
 
-/// Random values exactly representable in `T`, uniform in (−2, 2).
-fn random_elements<T: Element>(rng: &mut impl Rng, len: usize) -> Vec<T> {
-    (0..len).map(|_| T::from_f32(rng.gen_range(-2.0f32..2.0))).collect()
-}
-
 /// Raw bits of a 16-bit element (its f32 widening is exact and injective).
 fn bits<T: Element>(value: T) -> u32 {
     value.to_f32().to_bits()
@@ -109,9 +103,9 @@ impl<T: Element> Data<T> {
         let mut rng = seeded_rng(case.seed);
         let shape = AttentionShape::from_requests(case.heads, case.head_dim, 128, 128, &case.requests);
         let row = (case.heads * case.head_dim) as usize;
-        let q = random_elements(&mut rng, shape.total_q() * row);
-        let k = random_elements(&mut rng, shape.total_kv() * row);
-        let v = random_elements(&mut rng, shape.total_kv() * row);
+        let q = random_elements::<T>(&mut rng, shape.total_q() * row, 2.0).0;
+        let k = random_elements::<T>(&mut rng, shape.total_kv() * row, 2.0).0;
+        let v = random_elements::<T>(&mut rng, shape.total_kv() * row, 2.0).0;
         let geometry = SymbolGeometry::new(case.heads, 128, 128, &case.requests)?;
         let symbols = case
             .steps

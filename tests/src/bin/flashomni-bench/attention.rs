@@ -5,9 +5,9 @@ use anyhow::Result;
 use flashomni::{AttentionConfig, AttentionPlan, DeviceArray, DeviceSymbols, Engine};
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::gpu::attention_args;
+use flashomni_tests::gpu::random_device_array;
 use flashomni_tests::random::{random_symbols, seeded_rng};
 use half::bf16;
-use rand::Rng;
 
 use crate::Options;
 use crate::report::Row;
@@ -50,11 +50,8 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
     for &n in &options.sizes {
         let plan = AttentionPlan::new(engine, AttentionConfig::new(HEADS, HEAD_DIM), &[0, n], &[0, n])?;
         let len = plan.q_elements();
-        let random = |rng: &mut rand::rngs::StdRng| -> Result<DeviceArray<bf16>> {
-            let values: Vec<bf16> = (0..len).map(|_| bf16::from_f32(rng.gen_range(-2.0f32..2.0))).collect();
-            Ok(DeviceArray::from_host(&values)?)
-        };
-        let (q, k, v) = (random(&mut rng)?, random(&mut rng)?, random(&mut rng)?);
+        let mut random = || random_device_array::<bf16>(&mut rng, len, 2.0);
+        let (q, k, v) = (random()?, random()?, random()?);
         let mut out = DeviceArray::<bf16>::uninitialized(len)?;
         let requests = [RequestShape::new(n, n)];
         let geometry = SymbolGeometry::new(HEADS, 128, 128, &requests)?;

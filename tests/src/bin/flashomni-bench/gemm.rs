@@ -4,9 +4,9 @@
 use anyhow::Result;
 use flashomni::{DeviceArray, DeviceSymbols, Engine, GemmOArgs, GemmOMode, GemmQArgs};
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
+use flashomni_tests::gpu::random_device_array;
 use flashomni_tests::random::{random_symbols, seeded_rng};
 use half::bf16;
-use rand::Rng;
 
 use crate::Options;
 use crate::report::Row;
@@ -17,11 +17,6 @@ const HEAD_DIM: u32 = 128;
 const WIDTH: u32 = HEADS * HEAD_DIM;
 /// Fractions of S_c bits that are 0.
 const CACHE_RATIOS: [f64; 4] = [0.0, 0.5, 0.75, 0.9];
-
-fn random_array(rng: &mut impl Rng, len: usize) -> Result<DeviceArray<bf16>> {
-    let values: Vec<bf16> = (0..len).map(|_| bf16::from_f32(rng.gen_range(-1.0f32..1.0))).collect();
-    Ok(DeviceArray::from_host(&values)?)
-}
 
 /// Fraction of (query block, head) pairs of request 0 with S_c = 1, weighted by the rows of
 /// each block that lie in `0..m`.
@@ -43,10 +38,10 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
     let stream = engine.stream();
     for &m in &options.sizes {
         let elements = m as usize * WIDTH as usize;
-        let x = random_array(&mut rng, elements)?;
-        let w = random_array(&mut rng, (WIDTH * WIDTH) as usize)?;
-        let bias = random_array(&mut rng, WIDTH as usize)?;
-        let cache = random_array(&mut rng, elements)?;
+        let x = random_device_array::<bf16>(&mut rng, elements, 1.0)?;
+        let w = random_device_array::<bf16>(&mut rng, (WIDTH * WIDTH) as usize, 1.0)?;
+        let bias = random_device_array::<bf16>(&mut rng, WIDTH as usize, 1.0)?;
+        let cache = random_device_array::<bf16>(&mut rng, elements, 1.0)?;
         let mut out = DeviceArray::<bf16>::uninitialized(elements)?;
         let requests = [RequestShape::new(m, m)];
         let geometry = SymbolGeometry::new(HEADS, 128, 128, &requests)?;

@@ -14,9 +14,9 @@ use flashomni::parallel::nccl::{Communicator, Nccl, UniqueId};
 use flashomni::parallel::ulysses::{UlyssesArgs, UlyssesAttention};
 use flashomni::{AttentionArgs, AttentionConfig, AttentionPlan, DeviceArray, DeviceSymbols, Engine};
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
+use flashomni_tests::gpu::random_device_array;
 use flashomni_tests::random::{random_symbols, seeded_rng};
 use half::bf16;
-use rand::Rng;
 
 use crate::Options;
 use crate::timing::median_ms;
@@ -40,12 +40,6 @@ pub struct ParallelRow {
     pub parallel_ms: f64,
 }
 
-/// Random bf16 values in (−2, 2) in device memory.
-fn random_array(rng: &mut impl Rng, len: usize) -> Result<DeviceArray<bf16>> {
-    let values: Vec<bf16> = (0..len).map(|_| bf16::from_f32(rng.gen_range(-2.0f32..2.0))).collect();
-    Ok(DeviceArray::from_host(&values)?)
-}
-
 /// Median ms of one rank's sequence-parallel steps on its own GPU (random shards: timing only).
 fn time_rank(
     nccl: &Arc<Nccl>,
@@ -61,7 +55,8 @@ fn time_rank(
     let mut ulysses = UlyssesAttention::<bf16>::new(&engine, comm, config, &[0, n], &[0, n])?;
     let mut rng = seeded_rng(0x5e9 + u64::from(rank));
     let shard = ulysses.q_shard_elements();
-    let (q, k, v) = (random_array(&mut rng, shard)?, random_array(&mut rng, shard)?, random_array(&mut rng, shard)?);
+    let mut random = || random_device_array::<bf16>(&mut rng, shard, 2.0);
+    let (q, k, v) = (random()?, random()?, random()?);
     let mut out = DeviceArray::<bf16>::uninitialized(shard)?;
     let stream = engine.stream();
     median_ms(stream, options.warmup, options.iters, || {
@@ -87,7 +82,8 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<ParallelRow>> {
     for n in SIZES {
         let plan = AttentionPlan::new(engine, AttentionConfig::new(HEADS, HEAD_DIM), &[0, n], &[0, n])?;
         let len = plan.q_elements();
-        let (q, k, v) = (random_array(&mut rng, len)?, random_array(&mut rng, len)?, random_array(&mut rng, len)?);
+        let mut random = || random_device_array::<bf16>(&mut rng, len, 2.0);
+        let (q, k, v) = (random()?, random()?, random()?);
         let mut out = DeviceArray::<bf16>::uninitialized(len)?;
         let requests = [RequestShape::new(n, n)];
         let geometry = SymbolGeometry::new(HEADS, 128, 128, &requests)?;
