@@ -39,8 +39,20 @@ pub struct Engine {
 
 impl Engine {
     /// Initialises the driver, retains the primary context of device `ordinal`, makes it
-    /// current on this thread and loads the kernel module for the device.
+    /// current on this thread and loads the kernel module for the device (the Hopper module
+    /// on compute capability 9.0, the portable one on other 8.x+ devices).
     pub fn new(ordinal: u32) -> Result<Self> {
+        Self::open(ordinal, None)
+    }
+
+    /// Like [`Engine::new`], with the kernel module chosen by the caller, for example the
+    /// portable [`Arch::Sm80`] module on a Hopper device to compare the two. Fails with
+    /// [`Error::Unsupported`] when the module cannot run on the device ([`Arch::runs_on`]).
+    pub fn with_arch(ordinal: u32, arch: Arch) -> Result<Self> {
+        Self::open(ordinal, Some(arch))
+    }
+
+    fn open(ordinal: u32, requested: Option<Arch>) -> Result<Self> {
         cust::init(cust::CudaFlags::empty()).map_err(|err| Error::NoDevice(format!("cuInit failed: {err}")))?;
         let count = Device::num_devices().during("counting devices")?;
         if ordinal >= count {
@@ -49,7 +61,16 @@ impl Engine {
         let device = Device::get_device(ordinal).during("opening the device")?;
         let major = device.get_attribute(DeviceAttribute::ComputeCapabilityMajor).during("reading the device")?;
         let minor = device.get_attribute(DeviceAttribute::ComputeCapabilityMinor).during("reading the device")?;
-        let arch = Arch::for_compute_capability(major, minor).ok_or(Error::UnsupportedDevice { major, minor })?;
+        let arch = match requested {
+            Some(arch) if !arch.runs_on(major, minor) => {
+                return Err(Error::Unsupported(format!(
+                    "the {} kernel module does not run on compute capability {major}.{minor}",
+                    arch.target()
+                )));
+            }
+            Some(arch) => arch,
+            None => Arch::for_compute_capability(major, minor).ok_or(Error::UnsupportedDevice { major, minor })?,
+        };
         let multiprocessors =
             device.get_attribute(DeviceAttribute::MultiprocessorCount).during("reading the device")? as u32;
         let context = Context::new(device).during("retaining the primary context")?;

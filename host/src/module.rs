@@ -23,6 +23,16 @@ impl Arch {
         }
     }
 
+    /// Whether this module runs on a device of compute capability `major.minor`: the portable
+    /// module on every 8.x and newer device (including Hopper, for comparisons), the Hopper
+    /// module on 9.0 only.
+    pub fn runs_on(self, major: i32, minor: i32) -> bool {
+        match self {
+            Arch::Sm80 => major >= 8,
+            Arch::Sm90a => (major, minor) == (9, 0),
+        }
+    }
+
     /// The target name ptxas knows the module by (`sm_80`, `sm_90a`).
     pub fn target(self) -> &'static str {
         match self {

@@ -156,8 +156,9 @@ pub const GEMM_THREADS: u32 = 32 * GEMM_WARPS_M * GEMM_WARPS_N;
 /// set the registers and shared memory per CTA, so how many CTAs share a multiprocessor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmRows {
-    /// 64 rows, 2 pipeline stages (~49 KiB of shared memory): about twice the resident CTAs
-    /// of [`GemmRows::Rows128`], for launches with few tiles or few k-tiles per tile.
+    /// 64 rows, 3 pipeline stages (~73 KiB of shared memory): 3 resident CTAs per H100/H200
+    /// multiprocessor against 2 of [`GemmRows::Rows128`], for launches with few tiles or few
+    /// k-tiles per tile.
     Rows64,
     /// 128 rows, 3 pipeline stages (~97 KiB): the most math per byte loaded; the default.
     Rows128,
@@ -178,7 +179,7 @@ impl GemmRows {
     /// `cp.async` pipeline stages of the main loop.
     pub const fn stages(self) -> u32 {
         match self {
-            GemmRows::Rows64 => 2,
+            GemmRows::Rows64 => 3,
             GemmRows::Rows128 => 3,
         }
     }

@@ -3,7 +3,7 @@
 //! `FLASHOMNI_REQUIRE_GPU=1` turns a skip into a failure, so a run on a GPU machine cannot
 //! pass by silently testing nothing.
 
-use flashomni::{AttentionArgs, DeviceArray, DeviceSymbols, Element, Engine};
+use flashomni::{Arch, AttentionArgs, DeviceArray, DeviceSymbols, Element, Engine};
 use rand::Rng;
 
 use crate::random::random_element;
@@ -29,6 +29,39 @@ pub fn engine_or_skip(test: &str) -> Option<Engine> {
             None
         }
     }
+}
+
+/// One engine per kernel module the GPU runs ([`Arch::runs_on`]: on Hopper both the portable
+/// and the Hopper module, so that both are tested), or an empty list after printing why the
+/// calling test is skipped.
+///
+/// # Panics
+/// When no engine can be created and `FLASHOMNI_REQUIRE_GPU` is set, or when a module the
+/// device should run fails to load.
+pub fn engines_or_skip(test: &str) -> Vec<Engine> {
+    let Some(default) = engine_or_skip(test) else { return Vec::new() };
+    let mut engines = Vec::new();
+    for arch in Arch::ALL {
+        if arch != default.arch() {
+            match Engine::with_arch(0, arch) {
+                Ok(engine) => engines.push(engine),
+                Err(flashomni::Error::Unsupported(_)) => {}
+                Err(err) => panic!("{test}: the {} module failed to load: {err}", arch.target()),
+            }
+        }
+    }
+    engines.push(default);
+    engines
+}
+
+/// Runs `body` once per engine of [`engines_or_skip`] (not at all without a GPU); an error
+/// names the kernel module it came from.
+pub fn for_each_engine(test: &str, mut body: impl FnMut(&Engine) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    for engine in engines_or_skip(test) {
+        body(&engine).with_context(|| format!("with the {} kernel module", engine.arch().target()))?;
+    }
+    Ok(())
 }
 
 /// Prints `SKIPPED <test>: <why>` where the user sees it: through the process's stderr

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail, ensure};
 use flashomni::{DeviceArray, DeviceSymbols, Element, Engine, Error, GemmOArgs, GemmOMode, GemmQArgs, GemmRows};
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry, SymbolsView};
 use flashomni_tests::compare::{Comparison, Tolerance};
-use flashomni_tests::gpu::{engine_or_skip, is_poison, poisoned};
+use flashomni_tests::gpu::{engine_or_skip, engines_or_skip, for_each_engine, is_poison, poisoned};
 use flashomni_tests::random::{random_elements, random_symbols, seeded_rng};
 use flashomni_tests::reference::{GemmShape, HeadSparsity, gemm_o_active, gemm_o_cache, gemm_q};
 use half::{bf16, f16};
@@ -292,117 +292,124 @@ fn run_o_both_types(engine: &Engine, case: &OCase) -> Result<()> {
 
 #[test]
 fn gemm_q_matches_reference_on_fixed_seeds() -> Result<()> {
-    let Some(engine) = engine_or_skip("gemm_q_matches_reference_on_fixed_seeds") else { return Ok(()) };
-    for seed in 0..16 {
-        run_q_both_types(&engine, &QCase::draw(seed))?;
-    }
-    Ok(())
+    for_each_engine("gemm_q_matches_reference_on_fixed_seeds", |engine| {
+        for seed in 0..16 {
+            run_q_both_types(engine, &QCase::draw(seed))?;
+        }
+        Ok(())
+    })
 }
 
 #[test]
 fn gemm_o_matches_reference_on_fixed_seeds() -> Result<()> {
-    let Some(engine) = engine_or_skip("gemm_o_matches_reference_on_fixed_seeds") else { return Ok(()) };
-    for seed in 0..16 {
-        run_o_both_types(&engine, &OCase::draw(seed))?;
-    }
-    Ok(())
+    for_each_engine("gemm_o_matches_reference_on_fixed_seeds", |engine| {
+        for seed in 0..16 {
+            run_o_both_types(engine, &OCase::draw(seed))?;
+        }
+        Ok(())
+    })
 }
 
 #[test]
 fn gemm_q_matches_reference_on_fresh_seeds() {
-    let Some(engine) = engine_or_skip("gemm_q_matches_reference_on_fresh_seeds") else { return };
-    proptest!(ProptestConfig::with_cases(16), |(seed in any::<u64>())| {
-        run_q_both_types(&engine, &QCase::draw(seed)).map_err(|err| TestCaseError::fail(format!("{err:#}")))?;
-    });
+    for engine in engines_or_skip("gemm_q_matches_reference_on_fresh_seeds") {
+        proptest!(ProptestConfig::with_cases(16), |(seed in any::<u64>())| {
+            run_q_both_types(&engine, &QCase::draw(seed)).map_err(|err| TestCaseError::fail(format!("{} module: {err:#}", engine.arch().target())))?;
+        });
+    }
 }
 
 #[test]
 fn gemm_o_matches_reference_on_fresh_seeds() {
-    let Some(engine) = engine_or_skip("gemm_o_matches_reference_on_fresh_seeds") else { return };
-    proptest!(ProptestConfig::with_cases(16), |(seed in any::<u64>())| {
-        run_o_both_types(&engine, &OCase::draw(seed)).map_err(|err| TestCaseError::fail(format!("{err:#}")))?;
-    });
+    for engine in engines_or_skip("gemm_o_matches_reference_on_fresh_seeds") {
+        proptest!(ProptestConfig::with_cases(16), |(seed in any::<u64>())| {
+            run_o_both_types(&engine, &OCase::draw(seed)).map_err(|err| TestCaseError::fail(format!("{} module: {err:#}", engine.arch().target())))?;
+        });
+    }
 }
 
 #[test]
 fn gemm_q_mixed_tiles_write_only_computed_pairs() -> Result<()> {
-    let Some(engine) = engine_or_skip("gemm_q_mixed_tiles_write_only_computed_pairs") else { return Ok(()) };
-    // head_dim 64: every 128-column tile spans two heads; token_offset 64: every 128-row tile
-    // spans two query blocks, so many tiles have both computed and cached pairs.
-    for (seed, ratio) in [(1, Some(0.5)), (2, Some(0.75)), (3, Some(0.25))] {
-        let layout = HeadLayout {
-            heads: 6,
-            head_dim: 64,
-            token_offset: 64,
-            block_q: 128,
-            q_extra: 0,
-            cache_ratio: ratio,
-            with_bias: true,
-        };
-        for rows in GemmRows::ALL {
-            let case = QCase { seed, m: 333, k: 200, layout: layout.clone(), rows: Some(rows) };
-            run_q_both_types(&engine, &case)?;
+    for_each_engine("gemm_q_mixed_tiles_write_only_computed_pairs", |engine| {
+        // head_dim 64: every 128-column tile spans two heads; token_offset 64: every 128-row tile
+        // spans two query blocks, so many tiles have both computed and cached pairs.
+        for (seed, ratio) in [(1, Some(0.5)), (2, Some(0.75)), (3, Some(0.25))] {
+            let layout = HeadLayout {
+                heads: 6,
+                head_dim: 64,
+                token_offset: 64,
+                block_q: 128,
+                q_extra: 0,
+                cache_ratio: ratio,
+                with_bias: true,
+            };
+            for rows in GemmRows::ALL {
+                let case = QCase { seed, m: 333, k: 200, layout: layout.clone(), rows: Some(rows) };
+                run_q_both_types(engine, &case)?;
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[test]
 fn gemm_larger_shapes() -> Result<()> {
-    let Some(engine) = engine_or_skip("gemm_larger_shapes") else { return Ok(()) };
-    let layout = HeadLayout {
-        heads: 2,
-        head_dim: 128,
-        token_offset: 512,
-        block_q: 128,
-        q_extra: 7,
-        cache_ratio: Some(0.5),
-        with_bias: true,
-    };
-    for rows in GemmRows::ALL {
-        let q = QCase { seed: 41, m: 515, k: 1016, layout: layout.clone(), rows: Some(rows) };
-        run_q::<bf16>(&engine, &q)?;
-    }
-    let layout = HeadLayout {
-        heads: 4,
-        head_dim: 128,
-        token_offset: 512,
-        block_q: 128,
-        q_extra: 0,
-        cache_ratio: Some(0.6),
-        with_bias: true,
-    };
-    for rows in GemmRows::ALL {
-        let o = OCase { seed: 42, m: 520, n: 392, layout: layout.clone(), rows: Some(rows) };
-        run_o::<bf16>(&engine, &o)?;
-    }
-    // 64-row CTAs also take token offsets and query blocks that are multiples of 64 only.
-    let layout = HeadLayout {
-        heads: 3,
-        head_dim: 128,
-        token_offset: 192,
-        block_q: 192,
-        q_extra: 5,
-        cache_ratio: Some(0.5),
-        with_bias: true,
-    };
-    for rows in [None, Some(GemmRows::Rows64)] {
-        let o = OCase { seed: 43, m: 450, n: 264, layout: layout.clone(), rows };
-        run_o::<bf16>(&engine, &o)?;
-    }
-    Ok(())
+    for_each_engine("gemm_larger_shapes", |engine| {
+        let layout = HeadLayout {
+            heads: 2,
+            head_dim: 128,
+            token_offset: 512,
+            block_q: 128,
+            q_extra: 7,
+            cache_ratio: Some(0.5),
+            with_bias: true,
+        };
+        for rows in GemmRows::ALL {
+            let q = QCase { seed: 41, m: 515, k: 1016, layout: layout.clone(), rows: Some(rows) };
+            run_q::<bf16>(engine, &q)?;
+        }
+        let layout = HeadLayout {
+            heads: 4,
+            head_dim: 128,
+            token_offset: 512,
+            block_q: 128,
+            q_extra: 0,
+            cache_ratio: Some(0.6),
+            with_bias: true,
+        };
+        for rows in GemmRows::ALL {
+            let o = OCase { seed: 42, m: 520, n: 392, layout: layout.clone(), rows: Some(rows) };
+            run_o::<bf16>(engine, &o)?;
+        }
+        // 64-row CTAs also take token offsets and query blocks that are multiples of 64 only.
+        let layout = HeadLayout {
+            heads: 3,
+            head_dim: 128,
+            token_offset: 192,
+            block_q: 192,
+            q_extra: 5,
+            cache_ratio: Some(0.5),
+            with_bias: true,
+        };
+        for rows in [None, Some(GemmRows::Rows64)] {
+            let o = OCase { seed: 43, m: 450, n: 264, layout: layout.clone(), rows };
+            run_o::<bf16>(engine, &o)?;
+        }
+        Ok(())
+    })
 }
 
 #[test]
 fn gemm_runs_are_bitwise_equal() -> Result<()> {
-    let Some(engine) = engine_or_skip("gemm_runs_are_bitwise_equal") else { return Ok(()) };
-    for seed in [5, 6, 7] {
-        let case = QCase::draw(seed);
-        let first = run_q::<bf16>(&engine, &case)?;
-        let second = run_q::<bf16>(&engine, &case)?;
-        ensure!(first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits()), "seed {seed}: runs differ");
-    }
-    Ok(())
+    for_each_engine("gemm_runs_are_bitwise_equal", |engine| {
+        for seed in [5, 6, 7] {
+            let case = QCase::draw(seed);
+            let first = run_q::<bf16>(engine, &case)?;
+            let second = run_q::<bf16>(engine, &case)?;
+            ensure!(first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits()), "seed {seed}: runs differ");
+        }
+        Ok(())
+    })
 }
 
 /// GEMM-Q arguments over one scratch input buffer.

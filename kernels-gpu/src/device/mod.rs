@@ -6,6 +6,8 @@ mod gemm;
 mod params;
 mod ptx;
 mod tile;
+#[cfg(target_feature = "sm_90a")]
+mod wgmma;
 
 use core::arch::global_asm;
 

@@ -11,8 +11,9 @@
 //! 3. The CTA writes the tile row by row with 16-byte stores, skipping rows and columns past
 //!    the matrix and every `(row, chunk)` the caller's predicate rejects.
 
-use super::{Accumulators, ELEMENT_BYTES, NT, WARP_N, stage_bytes, tile_m, warp_m};
-use crate::abi::{GEMM_THREADS, GEMM_TILE_N, GEMM_WARPS_N, GemmParams};
+use super::math::fragment_origin;
+use super::{Accumulators, ELEMENT_BYTES, stage_bytes, tile_m};
+use crate::abi::{GEMM_THREADS, GEMM_TILE_N, GemmParams};
 use crate::device::element::MmaElement;
 use crate::device::ptx::{
     cp_async_commit, cp_async_wait, ld_shared_b32, ld_shared_v4, st_global_v4, st_shared_b32, sync_threads,
@@ -80,8 +81,6 @@ pub(super) unsafe fn epilogue<E: MmaElement, const MT: usize>(
     let tid = thread_index();
     let lane = tid % 32;
     let warp = tid / 32;
-    let a_row0 = (warp / GEMM_WARPS_N) * warp_m(MT);
-    let w_row0 = (warp % GEMM_WARPS_N) * WARP_N;
     let rows = (p.m - m0).min(tile_m(MT));
     let chunks = ((p.n - n0) / 8).min(OUT_CHUNKS);
     let row_bytes = p.n as u64 * ELEMENT_BYTES;
@@ -100,22 +99,24 @@ pub(super) unsafe fn epilogue<E: MmaElement, const MT: usize>(
     // Shared address of the staged pair (`half` 0: row g, 1: row g + 8) of accumulator tile
     // (mt, nt).
     let pair_address = |mt: usize, nt: usize, half: usize| {
-        let row = a_row0 + 16 * mt as u32 + lane / 4 + 8 * half as u32;
-        let col = w_row0 + 8 * nt as u32 + 2 * (lane % 4);
+        let (row0, col0) = fragment_origin::<MT>(warp, mt);
+        let row = row0 + lane / 4 + 8 * half as u32;
+        let col = col0 + 8 * nt as u32 + 2 * (lane % 4);
         staging.chunk_address(row, col / 8) + (col % 8) * ELEMENT_BYTES as u32
     };
 
     if p.bias != 0 {
-        for nt in 0..NT {
-            let col = n0 + w_row0 + 8 * nt as u32 + 2 * (lane % 4);
-            if col < p.n {
-                // SAFETY: `col` is even and below `n`, and `n` is a multiple of 8, so both
-                // elements are inside the bias, whose address is 4-byte aligned.
-                let [lo, hi] = E::unpack(unsafe { *(p.bias as *const u32).add(col as usize / 2) });
-                for row_tiles in acc.iter_mut() {
+        for (mt, row_tiles) in acc.iter_mut().enumerate() {
+            let col0 = n0 + fragment_origin::<MT>(warp, mt).1 + 2 * (lane % 4);
+            for (nt, fragment) in row_tiles.iter_mut().enumerate() {
+                let col = col0 + 8 * nt as u32;
+                if col < p.n {
+                    // SAFETY: `col` is even and below `n`, and `n` is a multiple of 8, so both
+                    // elements are inside the bias, whose address is 4-byte aligned.
+                    let [lo, hi] = E::unpack(unsafe { *(p.bias as *const u32).add(col as usize / 2) });
                     for half in 0..2 {
-                        row_tiles[nt][2 * half] += lo;
-                        row_tiles[nt][2 * half + 1] += hi;
+                        fragment[2 * half] += lo;
+                        fragment[2 * half + 1] += hi;
                     }
                 }
             }

@@ -1,24 +1,27 @@
 //! The GEMM main loop shared by GEMM-Q and GEMM-O: a multi-stage `cp.async` pipeline of
-//! swizzled A and W tiles and the `ldmatrix` + `mma.sync` compute on them.
+//! swizzled A and W tiles feeding the module's tensor-core math (`super::math`: `mma.sync`
+//! in the portable module, asynchronous `wgmma` in the Hopper one).
 //!
 //! Pipeline (S = `STAGES`, one commit group per k-tile, empty groups keep the count):
 //! ```text
 //! prologue: load tiles 0 … S-2 into stages 0 … S-2
 //! for i in 0..count:
-//!     wait until tile i has landed (≤ S-2 groups pending); barrier
-//!         (the barrier also proves every warp is done with tile i-1's stage)
+//!     wait until tile i has landed (≤ S-2 groups pending)
+//!     settle: (wgmma) fence the landed copies for the async proxy, wait for tile i-1's products
+//!     barrier (publishes tile i; proves every warp is done with tile i-1's stage)
 //!     load tile i+S-1 into the stage tile i-1 used
-//!     multiply tile i
+//!     multiply tile i (mma.sync: done on return; wgmma: issued, runs under the next copies)
+//! drain: (wgmma) wait for the last products
 //! ```
 //!
 //! The slot of the virtual tile `count` (the first stage nobody multiplies) goes to the
 //! caller's `tail` copies: GEMM-O loads its `C` tile there, so that the copy overlaps the last
 //! `S - 1` k-tiles instead of starting after the loop ([`tail_stage`] says where it lands).
 
-use super::{Accumulators, ELEMENT_BYTES, K_CHUNKS, NT, WARP_N, check_shape, stage_bytes, tile_m, warp_m};
-use crate::abi::{GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GEMM_WARPS_N};
-use crate::device::element::MmaElement;
-use crate::device::ptx::{cp_async_commit, cp_async_wait, ldmatrix_x4, sync_threads, thread_index};
+use super::math::{GemmElement, drain, multiply, settle, zeroed};
+use super::{Accumulators, ELEMENT_BYTES, K_CHUNKS, check_shape, stage_bytes, tile_m};
+use crate::abi::{GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N};
+use crate::device::ptx::{cp_async_commit, cp_async_wait, sync_threads};
 use crate::device::tile::Tile;
 
 /// Which k-tiles the main loop multiplies, in order. Called exactly once per executed k-tile,
@@ -108,7 +111,7 @@ fn wait_for_oldest<const STAGES: u32>() {
 /// `smem` must be the base of `STAGES` stages of `stage_bytes(MT)` bytes of dynamic shared
 /// memory.
 #[inline(always)]
-pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk, const MT: usize, const STAGES: u32>(
+pub(super) unsafe fn mainloop<E: GemmElement, W: KWalk, const MT: usize, const STAGES: u32>(
     ops: &Operands,
     count: u32,
     walk: &mut W,
@@ -116,11 +119,6 @@ pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk, const MT: usize, const ST
     tail: impl Fn(u32),
 ) -> Accumulators<MT> {
     const { check_shape(MT, STAGES) };
-    let tid = thread_index();
-    let lane = tid % 32;
-    let warp = tid / 32;
-    let a_row0 = (warp / GEMM_WARPS_N) * warp_m(MT);
-    let w_row0 = (warp % GEMM_WARPS_N) * WARP_N;
 
     // Issues the copies of the k-tile starting at reduction index `k0` into `stage`.
     let load = |stage: u32, k0: u32| {
@@ -155,12 +153,13 @@ pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk, const MT: usize, const ST
         stage += 1;
     }
 
-    let mut acc = [[[0f32; 4]; NT]; MT];
+    let mut acc = zeroed::<MT>();
     let mut read = 0;
     let mut write = STAGES - 1;
     let mut i = 0;
     while i < count {
         wait_for_oldest::<STAGES>();
+        settle(&mut acc);
         sync_threads();
         if i + STAGES - 1 < count {
             load(write, walk.next_k());
@@ -168,48 +167,15 @@ pub(super) unsafe fn mainloop<E: MmaElement, W: KWalk, const MT: usize, const ST
             tail(smem + write * stage_bytes(MT));
         }
         cp_async_commit();
-        multiply::<E, MT>(&mut acc, &a_tile::<MT>(smem, read), &w_tile::<MT>(smem, read), a_row0, w_row0, lane);
+        // SAFETY: tile i landed in stage `read` and was published by the barrier; the stage is
+        // not written again before the next `settle` and barrier.
+        unsafe { multiply::<E, MT>(&mut acc, &a_tile::<MT>(smem, read), &w_tile::<MT>(smem, read)) };
         read = next_stage::<STAGES>(read);
         write = next_stage::<STAGES>(write);
         i += 1;
     }
+    drain(&mut acc);
     cp_async_wait::<0>();
     sync_threads();
     acc
-}
-
-/// `acc += A_tile[a_row0.., :] · W_tile[w_row0.., :]ᵀ` for this warp's `16·MT × WARP_N` block.
-///
-/// Every fragment address is derived from one base per operand (`Tile::at_chunk` and whole
-/// 16-row steps), so the compiler keeps two address registers instead of one per fragment.
-#[inline(always)]
-fn multiply<E: MmaElement, const MT: usize>(
-    acc: &mut Accumulators<MT>,
-    a: &Tile,
-    w: &Tile,
-    a_row0: u32,
-    w_row0: u32,
-    lane: u32,
-) {
-    let a_base = a.a_fragment_base(a_row0, lane);
-    let w_base = w.b_fragment_base(w_row0, lane);
-    let (a_step, w_step) = (16 * a.row_bytes(), 16 * w.row_bytes());
-    for kk in 0..GEMM_TILE_K / 16 {
-        let mut a_frag = [[0u32; 4]; MT];
-        for (mt, frag) in a_frag.iter_mut().enumerate() {
-            // SAFETY: the address lies in this stage's A tile, complete and visible.
-            *frag = unsafe { ldmatrix_x4(Tile::at_chunk(a_base, 2 * kk) + mt as u32 * a_step) };
-        }
-        let mut w_frag = [[0u32; 4]; NT / 2];
-        for (pair, frag) in w_frag.iter_mut().enumerate() {
-            // SAFETY: the address lies in this stage's W tile, complete and visible.
-            *frag = unsafe { ldmatrix_x4(Tile::at_chunk(w_base, 2 * kk) + pair as u32 * w_step) };
-        }
-        for (mt, row) in acc.iter_mut().enumerate() {
-            for (nt, tile) in row.iter_mut().enumerate() {
-                let b = &w_frag[nt / 2];
-                E::mma(tile, &a_frag[mt], b[2 * (nt % 2)], b[2 * (nt % 2) + 1]);
-            }
-        }
-    }
 }

@@ -1,12 +1,14 @@
-//! Sparse GEMMs around attention, on `mma.sync` tensor cores: GEMM-Q ([`q`]) and GEMM-O
-//! ([`o`]).
+//! Sparse GEMMs around attention, on tensor cores: GEMM-Q ([`q`]) and GEMM-O ([`o`]).
 //!
 //! Both are `out = addend + A·Wᵀ` with `A` `[M, K]` and `W` `[N, K]` row-major, and share one
 //! CTA design (`BM × GEMM_TILE_N` output tile, `GEMM_TILE_K`-deep k-tiles). The CTA size is a
 //! pair of const generics, `MT` (m16 tiles per warp, so `BM = GEMM_WARPS_M · 16 · MT` rows)
 //! and `STAGES` (pipeline depth); each [`GemmRows`] is one instantiation and one entry:
 //! - [`mainloop`]: a `STAGES`-deep `cp.async` pipeline over swizzled shared-memory tiles
-//!   feeding `ldmatrix.x4` + `mma.sync.m16n8k16` with f32 accumulators. *Which* k-tiles it
+//!   feeding the tensor-core math with f32 accumulators: [`mma_sync`] (`ldmatrix.x4` +
+//!   `mma.sync.m16n8k16`, one warp per `16·MT × 64` block) in the portable `sm_80` module,
+//!   [`warpgroup`] (the four warps as one warpgroup issuing `wgmma.mma_async.m64n128k16`
+//!   straight from the stages) in the `sm_90a` module. *Which* k-tiles it
 //!   walks is a parameter ([`mainloop::KWalk`]): GEMM-Q walks all of them, GEMM-O only the
 //!   slices of the heads it selected once, up front.
 //! - [`epilogue`]: adds the f32 bias vector and/or the `C` tile to the accumulators, rounds,
@@ -16,8 +18,17 @@
 
 mod epilogue;
 mod mainloop;
+#[cfg(not(target_feature = "sm_90a"))]
+mod mma_sync;
 mod o;
 mod q;
+#[cfg(target_feature = "sm_90a")]
+mod warpgroup;
+
+#[cfg(not(target_feature = "sm_90a"))]
+use mma_sync as math;
+#[cfg(target_feature = "sm_90a")]
+use warpgroup as math;
 
 use crate::abi::{GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N, GemmParams, GemmRows};
 use mainloop::Operands;

@@ -17,9 +17,10 @@
 
 use super::epilogue::{c_in_stage, epilogue, load_c_tile};
 use super::mainloop::{KWalk, mainloop, tail_stage};
+use super::math::GemmElement;
 use super::{ELEMENT_BYTES, gemm_entry, stage_bytes, tile_m, tile_operands};
 use crate::abi::{GEMM_O_MODE_ACTIVE, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GemmParams};
-use crate::device::element::{Bf16, F16, MmaElement};
+use crate::device::element::{Bf16, F16};
 use crate::device::params::{nonzero, symbol_bit};
 use crate::device::ptx::{
     ballot, block_index_x, block_index_y, ld_shared_b32, prefetch_l2, shared_base, st_shared_b32, sync_threads,
@@ -67,7 +68,7 @@ impl KWalk for HeadWalk {
 /// `GEMM_TILE_K`, `token_offset` and `block_q` multiples of `tile_m(MT)`); the launch must
 /// use the grid, threads and shared memory documented there.
 #[inline(always)]
-unsafe fn gemm_o<E: MmaElement, const MT: usize, const STAGES: u32>(p: &GemmParams) {
+unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmParams) {
     let tid = thread_index();
     let lane = tid % 32;
     let warp = tid / 32;

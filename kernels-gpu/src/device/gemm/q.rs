@@ -9,9 +9,10 @@
 
 use super::epilogue::epilogue;
 use super::mainloop::{AllTiles, mainloop};
+use super::math::GemmElement;
 use super::{gemm_entry, tile_m, tile_operands};
 use crate::abi::{GEMM_TILE_K, GEMM_TILE_N, GemmParams};
-use crate::device::element::{Bf16, F16, MmaElement};
+use crate::device::element::{Bf16, F16};
 use crate::device::params::{nonzero, read_u32, symbol_bit};
 use crate::device::ptx::{block_index_x, block_index_y, shared_base};
 
@@ -22,7 +23,7 @@ use crate::device::ptx::{block_index_x, block_index_y, shared_base};
 /// `p` must describe buffers and symbols validated by the host launcher (see
 /// [`GemmParams`]); the launch must use the grid, threads and shared memory documented there.
 #[inline(always)]
-unsafe fn gemm_q<E: MmaElement, const MT: usize, const STAGES: u32>(p: &GemmParams) {
+unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmParams) {
     let (column_tile, row_tile) = if p.tiles == 0 {
         (block_index_x(), block_index_y())
     } else {

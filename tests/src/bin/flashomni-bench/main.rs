@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! flashomni-bench [attention] [gemm] [parallel] [--anchors anchors.py] [--n 4608,16896] [--out FILE]
-//!                 [--commit SHA] [--iters 20] [--warmup 5] [--gemm-rows 64|128]
+//!                 [--commit SHA] [--iters 20] [--warmup 5] [--gemm-rows 64|128] [--module sm80|sm90a]
 //! ```
 //! Each measurement is the median of `--iters` CUDA-event timings after `--warmup` untimed
 //! runs, on random inputs. The anchors (PyTorch SDPA, FlexAttention, cuBLAS) run from
@@ -18,7 +18,7 @@ mod report;
 mod timing;
 
 use anyhow::{Context, Result, bail};
-use flashomni::Engine;
+use flashomni::{Arch, Engine};
 
 /// Parsed command line.
 pub struct Options {
@@ -31,6 +31,8 @@ pub struct Options {
     warmup: usize,
     /// Forces the GEMM CTA size (`--gemm-rows 64|128`); `None`: the library's heuristic.
     gemm_rows: Option<flashomni::GemmRows>,
+    /// Forces the kernel module (`--module sm80|sm90a`); `None`: the device's own.
+    module: Option<Arch>,
 }
 
 fn parse_options() -> Result<Options> {
@@ -43,6 +45,7 @@ fn parse_options() -> Result<Options> {
         iters: 20,
         warmup: 5,
         gemm_rows: None,
+        module: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -61,6 +64,13 @@ fn parse_options() -> Result<Options> {
                     other => bail!("--gemm-rows takes 64 or 128, not {other}"),
                 })
             }
+            "--module" => {
+                options.module = Some(match value()?.as_str() {
+                    "sm80" => Arch::Sm80,
+                    "sm90a" => Arch::Sm90a,
+                    other => bail!("--module takes sm80 or sm90a, not {other}"),
+                })
+            }
             "attention" | "gemm" | "parallel" => options.ops.push(arg),
             other => bail!("unknown argument `{other}`"),
         }
@@ -73,7 +83,11 @@ fn parse_options() -> Result<Options> {
 
 fn main() -> Result<()> {
     let options = parse_options()?;
-    let engine = Engine::new(0).context("the benchmark needs a GPU")?;
+    let engine = match options.module {
+        Some(arch) => Engine::with_arch(0, arch),
+        None => Engine::new(0),
+    }
+    .context("the benchmark needs a GPU")?;
     let gpu = engine.device_name()?;
     eprintln!("bench: {gpu}, module {:?}, {} SMs", engine.arch(), engine.multiprocessors());
     let mut rows = Vec::new();
@@ -94,7 +108,7 @@ fn main() -> Result<()> {
     };
     report::print_table(&rows, &anchor_rows);
     report::print_parallel(&parallel_rows);
-    report::append_jsonl(&options.out, &rows, &anchor_rows, &gpu, &options.commit)?;
+    report::append_jsonl(&options.out, &rows, &anchor_rows, &gpu, engine.arch().target(), &options.commit)?;
     report::append_parallel_jsonl(&options.out, &parallel_rows, &gpu, &options.commit)?;
     Ok(())
 }

@@ -131,8 +131,16 @@ pub fn print_table(rows: &[Row], anchors: &[AnchorRow]) {
     );
 }
 
-/// Appends every row (ours with ratios, then the anchors) to the JSON Lines file at `path`.
-pub fn append_jsonl(path: &str, rows: &[Row], anchors: &[AnchorRow], gpu: &str, commit: &str) -> Result<()> {
+/// Appends every row (ours with ratios and the kernel `module` that ran, then the anchors) to
+/// the JSON Lines file at `path`.
+pub fn append_jsonl(
+    path: &str,
+    rows: &[Row],
+    anchors: &[AnchorRow],
+    gpu: &str,
+    module: &str,
+    commit: &str,
+) -> Result<()> {
     if let Some(parent) = Path::new(path).parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -142,7 +150,8 @@ pub fn append_jsonl(path: &str, rows: &[Row], anchors: &[AnchorRow], gpu: &str, 
         let mut record = json!({
             "op": row.op, "impl": "flashomni", "gpu": gpu, "dtype": "bf16", "n": row.n,
             "heads": row.heads, "dim": row.dim, "kv_density": row.kv_density,
-            "cache_ratio": row.cache_ratio, "ms": row.ms, "tflops": row.tflops, "commit": commit,
+            "cache_ratio": row.cache_ratio, "ms": row.ms, "tflops": row.tflops, "module": module,
+            "commit": commit,
         });
         for (key, value) in ratios(row, rows, anchors) {
             record[key] = json!(value);
