@@ -49,3 +49,22 @@ impl Arch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Arch;
+
+    #[test]
+    fn each_module_runs_where_documented() {
+        for (major, minor) in [(7, 5), (8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0)] {
+            assert_eq!(Arch::Sm80.runs_on(major, minor), major >= 8, "sm80 on {major}.{minor}");
+            assert_eq!(Arch::Sm90a.runs_on(major, minor), (major, minor) == (9, 0), "sm90a on {major}.{minor}");
+            // The default choice always runs where it is chosen, and exists from sm_80 on.
+            match Arch::for_compute_capability(major, minor) {
+                Some(arch) => assert!(arch.runs_on(major, minor), "{arch:?} chosen for {major}.{minor}"),
+                None => assert!(major < 8, "no module chosen for {major}.{minor}"),
+            }
+        }
+        assert_eq!(Arch::for_compute_capability(9, 0), Some(Arch::Sm90a));
+    }
+}
