@@ -64,6 +64,20 @@ pub fn for_each_engine(test: &str, mut body: impl FnMut(&Engine) -> anyhow::Resu
     Ok(())
 }
 
+/// Joins one scoped thread per rank, in rank order: their results, or the first rank's error
+/// (or panic), naming the rank.
+pub fn join_ranks<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>>) -> anyhow::Result<Vec<T>> {
+    use anyhow::Context;
+    handles
+        .into_iter()
+        .enumerate()
+        .map(|(rank, handle)| match handle.join() {
+            Ok(result) => result.with_context(|| format!("rank {rank}")),
+            Err(_) => Err(anyhow::anyhow!("rank {rank} panicked")),
+        })
+        .collect()
+}
+
 /// Prints `SKIPPED <test>: <why>` where the user sees it: through the process's stderr
 /// handle, which the test harness does not capture (it captures `eprintln!` of passing tests).
 pub fn report_skip(test: &str, why: &str) {

@@ -22,7 +22,9 @@ use flashomni::parallel::{Communicator, Nccl, UlyssesArgs, UlyssesAttention, Uni
 use flashomni::{AttentionConfig, AttentionPlan, DeviceArray, Element, Engine, Error, KvLayout};
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::compare::{Comparison, Tolerance};
-use flashomni_tests::gpu::{attention_args, engine_or_skip, gpu_required, is_poison, poisoned, report_skip};
+use flashomni_tests::gpu::{
+    attention_args, engine_or_skip, gpu_required, is_poison, join_ranks, poisoned, report_skip,
+};
 use flashomni_tests::random::{random_elements, random_symbols, seeded_rng};
 use flashomni_tests::reference::attention::AttentionShape;
 use flashomni_tests::reference::ulysses::split_tokens;
@@ -322,14 +324,7 @@ fn ranks_match_single_gpu() -> Result<()> {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .enumerate()
-                .map(|(rank, handle)| match handle.join() {
-                    Ok(result) => result.with_context(|| format!("rank {rank}")),
-                    Err(_) => bail!("rank {rank} panicked"),
-                })
-                .collect::<Result<_>>()
+            join_ranks(handles)
         })?;
         for (step, want) in want.iter().enumerate() {
             let got: Vec<bf16> = per_rank.iter().flat_map(|outputs| outputs[step].iter().copied()).collect();

@@ -8,21 +8,20 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use cust::device::Device;
 use flashomni::parallel::nccl::{Communicator, Nccl, UniqueId};
 use flashomni::parallel::ulysses::{UlyssesArgs, UlyssesAttention};
-use flashomni::{AttentionArgs, AttentionConfig, AttentionPlan, DeviceArray, DeviceSymbols, Engine};
+use flashomni::{AttentionConfig, DeviceArray, DeviceSymbols, Engine};
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
-use flashomni_tests::gpu::random_device_array;
+use flashomni_tests::gpu::{join_ranks, random_device_array};
 use flashomni_tests::random::{random_symbols, seeded_rng};
 use half::bf16;
 
 use crate::Options;
+use crate::attention::{HEAD_DIM, HEADS, SelfAttention};
 use crate::timing::median_ms;
 
-const HEADS: u32 = 24;
-const HEAD_DIM: u32 = 128;
 const SIZES: [u32; 2] = [33792, 67584];
 const DENSITIES: [f64; 2] = [1.0, 0.25];
 
@@ -80,11 +79,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<ParallelRow>> {
     let mut rows = Vec::new();
     let stream = engine.stream();
     for n in SIZES {
-        let plan = AttentionPlan::new(engine, AttentionConfig::new(HEADS, HEAD_DIM), &[0, n], &[0, n])?;
-        let len = plan.q_elements();
-        let mut random = || random_device_array::<bf16>(&mut rng, len, 2.0);
-        let (q, k, v) = (random()?, random()?, random()?);
-        let mut out = DeviceArray::<bf16>::uninitialized(len)?;
+        let mut inputs = SelfAttention::new(engine, &mut rng, n)?;
         let requests = [RequestShape::new(n, n)];
         let geometry = SymbolGeometry::new(HEADS, 128, 128, &requests)?;
         for density in DENSITIES {
@@ -96,15 +91,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<ParallelRow>> {
             let device_symbols = DeviceSymbols::upload(&symbols.view())?;
             let sparse = (density < 1.0).then_some(&symbols);
             let plain_ms = median_ms(stream, options.warmup, options.iters, || {
-                let args = AttentionArgs {
-                    q: q.view(),
-                    k: k.view(),
-                    v: v.view(),
-                    out: out.view_mut(),
-                    lse: None,
-                    symbols: sparse.map(|_| &device_symbols),
-                };
-                Ok(engine.attention(&plan, args, stream)?)
+                inputs.launch(engine, sparse.map(|_| &device_symbols), stream)
             })?;
             let id = nccl.unique_id()?;
             let per_rank: Vec<f64> = std::thread::scope(|scope| {
@@ -114,14 +101,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<ParallelRow>> {
                         scope.spawn(move || time_rank(nccl, id, (ranks, rank), n, sparse, options))
                     })
                     .collect();
-                handles
-                    .into_iter()
-                    .enumerate()
-                    .map(|(rank, handle)| match handle.join() {
-                        Ok(result) => result.with_context(|| format!("rank {rank}")),
-                        Err(_) => Err(anyhow!("rank {rank} panicked")),
-                    })
-                    .collect::<Result<_>>()
+                join_ranks(handles)
             })?;
             let parallel_ms = per_rank.iter().copied().fold(0.0, f64::max);
             eprintln!("bench: ulysses n={n} density={density}: plain {plain_ms:.3} ms, P={ranks} {parallel_ms:.3} ms");
