@@ -13,12 +13,11 @@
 //! the symbols' request 0, in query block `(token_offset + r) / block_q`.
 //!
 //! Each GEMM has two kernels, CTAs of 128 or of 64 output rows ([`GemmRows`]). The 64-row one
-//! holds half the accumulators and a 2-stage pipeline, so about twice as many CTAs share a
-//! multiprocessor; it pays off when the launch has little work per CTA or too few CTAs to
-//! fill the GPU. Unless the call sets `tile_rows`, the launcher picks one from what it knows
-//! without reading symbol bits: the shape, the multiprocessor count, and the computed
-//! fraction of (128-row tile, head) pairs that uploading the symbols counted for attention
-//! (see [`gemm_q_rows`] and [`gemm_o_rows`]).
+//! holds half the accumulators, so more CTAs share a multiprocessor; it pays off when the
+//! launch has too few CTAs to fill the GPU. Unless the call sets `tile_rows`, the launcher
+//! picks one from what it knows without reading symbol bits: the shape, the multiprocessor
+//! count, the kernel module, and the computed fraction of (128-row tile, head) pairs that
+//! uploading the symbols counted for attention (see [`gemm_q_rows`] and [`gemm_o_rows`]).
 
 use cust::stream::Stream;
 use flashomni_kernels::abi::{
@@ -33,6 +32,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::{LaunchShape, launch};
 use crate::memory::{DeviceView, DeviceViewMut};
+use crate::module::Arch;
 use crate::validate::{check_aligned, check_len};
 
 /// Most CTAs a grid may have along y (row tiles).
@@ -40,9 +40,20 @@ const MAX_GRID_Y: u32 = 65_535;
 /// 128-row GEMM CTAs resident on one multiprocessor (registers: ~240 per thread).
 const LARGE_CTAS_PER_MULTIPROCESSOR: u32 = 2;
 /// GEMM-Q: below this many waves of (estimated) computed 128-row tiles, 64-row CTAs are used,
-/// so the last wave is finer and less of the GPU idles in it. Measured on the H200 (run 9 of
-/// docs/PERF.md): 64-row CTAs won at 1.2 and 2.4 waves (r = 0.9) and lost at 3.0 and 3.3.
-const GEMM_Q_MIN_WAVES_FOR_LARGE_CTAS: f64 = 3.0;
+/// so the last wave is finer and less of the GPU idles in it; the threshold depends on the
+/// module's math (see [`gemm_q_min_waves_for_large_ctas`]).
+fn gemm_q_min_waves_for_large_ctas(arch: Arch) -> f64 {
+    match arch {
+        // `mma.sync` (run 9 of docs/PERF.md): 64-row CTAs won at 1.2 and 2.4 waves (r = 0.9)
+        // and lost at 3.0 and 3.3.
+        Arch::Sm80 => 3.0,
+        // `wgmma` (run 22): a 64-row CTA issues half-size m64 products and loses much more
+        // per tile; 64-row CTAs won only at 1.2 waves (0.085 vs 0.103 ms) and lost at 1.6
+        // (0.120 vs 0.090), 2.4 (0.172 vs 0.150) and 3.0 (0.188 vs 0.136); below one wave
+        // the two tie.
+        Arch::Sm90a => 1.5,
+    }
+}
 /// GEMM-O: below this many waves of 128-row tiles (every tile is written), 64-row CTAs are
 /// used. With many tiles 64-row CTAs lost at every measured sparsity (r = 0.5–0.9: each
 /// re-reads the selected heads' weights for half as many rows), so sparsity does not enter.
@@ -121,17 +132,17 @@ fn large_tiles(m: u32, n: u32) -> f64 {
     f64::from(m.div_ceil(GemmRows::Rows128.rows())) * f64::from(n.div_ceil(GEMM_TILE_N))
 }
 
-/// The GEMM-Q heuristic: 64-row CTAs when fewer than `GEMM_Q_MIN_WAVES_FOR_LARGE_CTAS` (3)
-/// waves of 128-row CTAs would do work (2 per multiprocessor), else 128-row CTAs.
+/// The GEMM-Q heuristic for kernel module `arch`: 64-row CTAs when fewer than 3 (`Sm80`) or
+/// 1.5 (`Sm90a`) waves of 128-row CTAs would do work (2 per multiprocessor), else 128-row CTAs.
 ///
 /// The working tiles are estimated from `computed` (the fraction of computed (query block,
 /// head) pairs; 1 without symbols): a tile spanning `h = max(1, 128 / head_dim)` heads works
 /// unless all of them are cached, `1 − (1 − computed)^h`, as if the bits were independent.
-pub fn gemm_q_rows(m: u32, n: u32, head_dim: u32, computed: f64, multiprocessors: u32) -> GemmRows {
+pub fn gemm_q_rows(arch: Arch, m: u32, n: u32, head_dim: u32, computed: f64, multiprocessors: u32) -> GemmRows {
     let heads_per_tile = (GEMM_TILE_N / head_dim.max(1)).max(1);
     let working = 1.0 - (1.0 - computed.clamp(0.0, 1.0)).powi(heads_per_tile as i32);
     let wave = f64::from(LARGE_CTAS_PER_MULTIPROCESSOR * multiprocessors);
-    if large_tiles(m, n) * working < GEMM_Q_MIN_WAVES_FOR_LARGE_CTAS * wave {
+    if large_tiles(m, n) * working < gemm_q_min_waves_for_large_ctas(arch) * wave {
         GemmRows::Rows64
     } else {
         GemmRows::Rows128
@@ -255,7 +266,7 @@ impl Engine {
         }
         let rows = args.tile_rows.unwrap_or_else(|| {
             let computed = args.symbols.map_or(Some(1.0), computed_fraction).unwrap_or(1.0);
-            gemm_q_rows(m, n, head_dim, computed, self.multiprocessors())
+            gemm_q_rows(self.arch(), m, n, head_dim, computed, self.multiprocessors())
         });
         let grid = check_common(
             Buffer { name: "x", address: args.x.address(), len: args.x.len() },
@@ -432,18 +443,26 @@ mod tests {
 
     #[test]
     fn gemm_q_uses_small_ctas_for_few_working_tiles() {
-        // K = N = 3072, 24 heads of 128, 132 SMs: 6336 tiles at M = 33792.
-        assert_eq!(gemm_q_rows(33_792, 3072, 128, 1.0, 132), GemmRows::Rows128);
-        assert_eq!(gemm_q_rows(33_792, 3072, 128, 0.25, 132), GemmRows::Rows128);
-        assert_eq!(gemm_q_rows(33_792, 3072, 128, 0.1, 132), GemmRows::Rows64);
-        assert_eq!(gemm_q_rows(16_896, 3072, 128, 0.1, 132), GemmRows::Rows64);
-        // A small dense launch fills the GPU better with small CTAs.
-        assert_eq!(gemm_q_rows(512, 3072, 128, 1.0, 132), GemmRows::Rows64);
-        // 4608 rows dense: 864 tiles, 3.3 waves: 128-row CTAs (64-row ones measured slower).
-        assert_eq!(gemm_q_rows(4608, 3072, 128, 1.0, 132), GemmRows::Rows128);
-        // head_dim 64: a tile works if either of its two heads is computed.
-        assert_eq!(gemm_q_rows(33_792, 3072, 64, 0.1, 132), GemmRows::Rows128);
-        assert_eq!(gemm_q_rows(33_792, 3072, 64, 0.05, 132), GemmRows::Rows64);
+        // K = N = 3072, 24 heads of 128, 132 SMs: 6336 tiles at M = 33792 (24 waves).
+        for arch in Arch::ALL {
+            assert_eq!(gemm_q_rows(arch, 33_792, 3072, 128, 1.0, 132), GemmRows::Rows128);
+            assert_eq!(gemm_q_rows(arch, 33_792, 3072, 128, 0.25, 132), GemmRows::Rows128);
+            // 317 working tiles at M = 16896, r = 0.9: 1.2 waves.
+            assert_eq!(gemm_q_rows(arch, 16_896, 3072, 128, 0.1, 132), GemmRows::Rows64);
+            // A small dense launch fills the GPU better with small CTAs.
+            assert_eq!(gemm_q_rows(arch, 512, 3072, 128, 1.0, 132), GemmRows::Rows64);
+            // 4608 rows dense: 864 tiles, 3.3 waves: 128-row CTAs (64-row ones measured slower).
+            assert_eq!(gemm_q_rows(arch, 4608, 3072, 128, 1.0, 132), GemmRows::Rows128);
+            // head_dim 64: a tile works if either of its two heads is computed (0.02: 0.5 waves).
+            assert_eq!(gemm_q_rows(arch, 33_792, 3072, 64, 0.02, 132), GemmRows::Rows64);
+        }
+        // Between 1.5 and 3 waves the modules differ: 634 working tiles (2.4 waves) at
+        // M = 33792, r = 0.9; 432 (1.6 waves) at M = 4608, r = 0.5.
+        assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 128, 0.1, 132), GemmRows::Rows64);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, 33_792, 3072, 128, 0.1, 132), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm80, 4608, 3072, 128, 0.5, 132), GemmRows::Rows64);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, 4608, 3072, 128, 0.5, 132), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 64, 0.1, 132), GemmRows::Rows128);
     }
 
     #[test]
