@@ -66,6 +66,37 @@ pub unsafe fn cp_async_16(shared: u32, global: *const u8, src_bytes: u32) {
     };
 }
 
+/// An L2 cache policy (`createpolicy`) under which the lines an access brings into L2 are the
+/// first to be evicted: for data read or written once, so that it does not push out lines
+/// that other CTAs will read again.
+#[inline(always)]
+pub fn evict_first_policy() -> u64 {
+    let policy: u64;
+    // SAFETY: only computes a policy value into a register.
+    unsafe {
+        asm!(
+            "createpolicy.fractional.L2::evict_first.b64 {0}, 1.0;",
+            out(reg64) policy, options(pure, nomem, nostack)
+        )
+    };
+    policy
+}
+
+/// [`cp_async_16`] under the L2 cache policy `policy` (from [`evict_first_policy`]).
+///
+/// # Safety
+/// As for [`cp_async_16`].
+#[inline(always)]
+pub unsafe fn cp_async_16_with_policy(shared: u32, global: *const u8, src_bytes: u32, policy: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "cp.async.cg.shared.global.L2::cache_hint [{0}], [{1}], 16, {2}, {3};",
+            in(reg32) shared, in(reg64) global, in(reg32) src_bytes, in(reg64) policy, options(nostack)
+        )
+    };
+}
+
 /// Closes the current group of asynchronous copies.
 #[inline(always)]
 pub fn cp_async_commit() {
@@ -151,6 +182,23 @@ pub unsafe fn st_global_v4(global: *mut u8, value: [u32; 4]) {
     };
 }
 
+/// Stores 16 bytes to global memory with the streaming hint (`st.global.cs`: the lines are
+/// the first to be evicted from the caches), for outputs no CTA of the launch reads back.
+///
+/// # Safety
+/// `global` must point to 16 writable, 16-byte aligned device bytes.
+#[inline(always)]
+pub unsafe fn st_global_v4_streaming(global: *mut u8, value: [u32; 4]) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "st.global.cs.v4.b32 [{0}], {{{1}, {2}, {3}, {4}}};",
+            in(reg64) global, in(reg32) value[0], in(reg32) value[1], in(reg32) value[2],
+            in(reg32) value[3], options(nostack)
+        )
+    };
+}
+
 /// `2^x`, approximate (2 ulp), flushing subnormals; `2^-inf = 0`.
 #[inline(always)]
 pub fn exp2(x: f32) -> f32 {
@@ -207,15 +255,4 @@ pub fn ballot(predicate: bool) -> u32 {
         )
     };
     r
-}
-
-/// Asks the memory system to bring the 128-byte line holding `global` into L2
-/// (`prefetch.global.L2`); a hint with no architectural effect.
-///
-/// # Safety
-/// `global` must point into a live device allocation.
-#[inline(always)]
-pub unsafe fn prefetch_l2(global: *const u8) {
-    // SAFETY: guaranteed by the caller; a prefetch reads nothing into registers.
-    unsafe { asm!("prefetch.global.L2 [{0}];", in(reg64) global, options(nostack, readonly)) };
 }

@@ -5,7 +5,7 @@
 //! `c` of row `r` is stored at chunk `c ^ (r % 8)`, so the 8 rows an `ldmatrix` phase reads, or
 //! the 8 rows a warp's 16-byte copies write, always fall in 8 distinct bank groups.
 
-use super::ptx::{cp_async_16, thread_index};
+use super::ptx::{cp_async_16, cp_async_16_with_policy, evict_first_policy, thread_index};
 
 /// A `rows × chunks·8` tile of 16-bit elements at a shared address. The sizes are plain fields:
 /// kernels build tiles from constants, so they fold away after inlining.
@@ -73,6 +73,52 @@ impl Tile {
         valid_rows: u32,
         valid_chunks: u32,
     ) {
+        let copy = |shared, src, bytes| {
+            // SAFETY: `copy_rows` passes a chunk of the tile and a valid (or unread) source.
+            unsafe { cp_async_16(shared, src, bytes) }
+        };
+        // SAFETY: forwarded; `copy` is `cp_async_16`.
+        unsafe { self.copy_rows::<THREADS>(global, row_stride, valid_rows, valid_chunks, copy) }
+    }
+
+    /// Like [`Tile::load_async_clipped`], for data this CTA reads once and no other CTA reads:
+    /// the copies bring the lines into L2 as the first to be evicted
+    /// ([`evict_first_policy`]), so that they do not push out operands that other CTAs reuse.
+    ///
+    /// # Safety
+    /// As for [`Tile::load_async_clipped`].
+    #[inline(always)]
+    pub unsafe fn load_async_clipped_once<const THREADS: u32>(
+        &self,
+        global: *const u8,
+        row_stride: u64,
+        valid_rows: u32,
+        valid_chunks: u32,
+    ) {
+        let policy = evict_first_policy();
+        let copy = |shared, src, bytes| {
+            // SAFETY: `copy_rows` passes a chunk of the tile and a valid (or unread) source.
+            unsafe { cp_async_16_with_policy(shared, src, bytes, policy) }
+        };
+        // SAFETY: forwarded; `copy` is `cp_async_16` under a cache policy.
+        unsafe { self.copy_rows::<THREADS>(global, row_stride, valid_rows, valid_chunks, copy) }
+    }
+
+    /// The copy pattern of [`Tile::load_async_clipped`], issuing each 16-byte chunk with
+    /// `copy(shared address, source, source bytes)` (0 bytes: zero-fill, source unread).
+    ///
+    /// # Safety
+    /// As for [`Tile::load_async_clipped`]; `copy` must be an asynchronous 16-byte copy with
+    /// `cp_async_16`'s contract.
+    #[inline(always)]
+    unsafe fn copy_rows<const THREADS: u32>(
+        &self,
+        global: *const u8,
+        row_stride: u64,
+        valid_rows: u32,
+        valid_chunks: u32,
+        copy: impl Fn(u32, *const u8, u32),
+    ) {
         let tid = thread_index();
         let rows_per_pass = THREADS / self.chunks;
         let (first_row, chunk) = (tid / self.chunks, tid % self.chunks);
@@ -87,9 +133,9 @@ impl Tile {
             } else {
                 (global, 0)
             };
-            // SAFETY: the chunk lies in the tile (its swizzle is the first row's, as rows
-            // differ by multiples of 8); the source is valid or not read (0 bytes).
-            unsafe { cp_async_16(shared + i * rows_per_pass * self.row_bytes(), src, bytes) };
+            // The chunk lies in the tile (its swizzle is the first row's, as rows differ by
+            // multiples of 8); the source is valid or not read (0 bytes).
+            copy(shared + i * rows_per_pass * self.row_bytes(), src, bytes);
             i += 1;
         }
     }

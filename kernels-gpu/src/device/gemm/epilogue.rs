@@ -4,19 +4,25 @@
 //! 1. When the launch has a `C` matrix, its tile is copied (`cp.async`, edges zero-filled) into
 //!    the staging tile, which lives in the drained pipeline's shared memory: by the main loop
 //!    as its tail copies ([`load_c_tile`], overlapping the last k-tiles) when the tile fits in
-//!    one stage ([`c_in_stage`]), otherwise here.
+//!    one stage ([`c_in_stage`]), otherwise here. `C` is read once, so its lines enter L2 as
+//!    the first to be evicted.
 //! 2. Each lane adds `C` (read back from the staging tile) and the bias vector to its
 //!    accumulators in f32, rounds, and writes the pairs into the staging tile (the swizzle
 //!    makes both the 4-byte fragment accesses and the 16-byte row reads conflict-free).
-//! 3. The CTA writes the tile row by row with 16-byte stores, skipping rows and columns past
-//!    the matrix and every `(row, chunk)` the caller's predicate rejects.
+//! 3. The CTA writes the tile row by row with 16-byte streaming stores (no CTA reads the
+//!    output back), skipping rows and columns past the matrix and every `(row, chunk)` the
+//!    caller's predicate rejects.
+//!
+//! Keeping the streamed `C` and output out of L2's way leaves it to the operands that every
+//! CTA of a row or column re-reads (docs/PERF.md, runs 28–29: GEMM-O active at r = 0.9 ~5%
+//! faster).
 
 use super::math::fragment_origin;
 use super::{Accumulators, ELEMENT_BYTES, stage_bytes, tile_m};
 use crate::abi::{GEMM_THREADS, GEMM_TILE_N, GemmParams};
 use crate::device::element::MmaElement;
 use crate::device::ptx::{
-    cp_async_commit, cp_async_wait, ld_shared_b32, ld_shared_v4, st_global_v4, st_shared_b32, sync_threads,
+    cp_async_commit, cp_async_wait, ld_shared_b32, ld_shared_v4, st_global_v4_streaming, st_shared_b32, sync_threads,
     thread_index,
 };
 use crate::device::tile::Tile;
@@ -45,7 +51,7 @@ pub(super) unsafe fn load_c_tile<const MT: usize>(p: &GemmParams, m0: u32, n0: u
     // SAFETY: rows below `rows` and chunks below `chunks` lie inside C ([m, n]); the rest is
     // zero-filled.
     unsafe {
-        Tile::at(staging, tile_m(MT), OUT_CHUNKS).load_async_clipped::<GEMM_THREADS>(
+        Tile::at(staging, tile_m(MT), OUT_CHUNKS).load_async_clipped_once::<GEMM_THREADS>(
             (p.c as *const u8).add(corner as usize),
             row_bytes,
             rows,
@@ -157,7 +163,7 @@ pub(super) unsafe fn epilogue<E: MmaElement, const MT: usize>(
             unsafe {
                 let value = ld_shared_v4(staging.chunk_address(row, chunk));
                 let dst = out.add((corner + row as u64 * row_bytes + chunk as u64 * 16) as usize);
-                st_global_v4(dst, value);
+                st_global_v4_streaming(dst, value);
             }
         }
         i += 1;

@@ -11,20 +11,19 @@
 //! selected (then it is the bias or `C` tile).
 //!
 //! The `C` tile of active mode is copied into shared memory as the main loop's tail (in the
-//! stage after the last k-tile's, overlapping the last k-tiles), and with symbols each CTA
-//! first asks L2 to prefetch it, so that its DRAM latency hides behind the symbol decode and
-//! the few k-tiles of the selected heads.
+//! stage after the last k-tile's, overlapping the last k-tiles). An L2 prefetch of it at the
+//! CTA's start no longer pays once `C` streams through L2 as evict-first (docs/PERF.md,
+//! runs 28–29).
 
 use super::epilogue::{c_in_stage, epilogue, load_c_tile};
 use super::mainloop::{KWalk, mainloop, tail_stage};
 use super::math::GemmElement;
-use super::{ELEMENT_BYTES, gemm_entry, stage_bytes, tile_m, tile_operands};
-use crate::abi::{GEMM_O_MODE_ACTIVE, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GemmParams};
+use super::{gemm_entry, stage_bytes, tile_m, tile_operands};
+use crate::abi::{GEMM_O_MODE_ACTIVE, GEMM_TILE_K, GEMM_TILE_N, GemmParams};
 use crate::device::element::{Bf16, F16};
 use crate::device::params::{nonzero, symbol_bit};
 use crate::device::ptx::{
-    ballot, block_index_x, block_index_y, ld_shared_b32, prefetch_l2, shared_base, st_shared_b32, sync_threads,
-    thread_index,
+    ballot, block_index_x, block_index_y, ld_shared_b32, shared_base, st_shared_b32, sync_threads, thread_index,
 };
 
 /// Walks the k-tiles of the listed heads: `tiles_per_head` consecutive tiles from each
@@ -81,12 +80,6 @@ unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
     let want_computed = p.mode == GEMM_O_MODE_ACTIVE;
     let has_c = p.c != 0;
 
-    // Sparse active mode: the CTA does little math, so start C's trip from DRAM now.
-    if has_c && !segment.is_null() {
-        // SAFETY: the lines lie inside C (rows below m, columns below n).
-        unsafe { prefetch_c::<MT>(p, m0, n0, tid) };
-    }
-
     // Every warp ballots the S_c row 32 heads at a time (so each knows the count); warp 0
     // writes the list.
     let mut selected = 0;
@@ -126,39 +119,6 @@ unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
     let staging = if c_in_stage(MT) { tail_stage::<MT, STAGES>(smem, count) } else { smem };
     // SAFETY: as for the main loop; GEMM-O writes every element.
     unsafe { epilogue::<E, MT>(p, acc, m0, n0, staging, c_staged, |_, _| true) };
-}
-
-/// 128-byte lines per row of a `C` tile.
-const C_LINES_PER_ROW: u32 = GEMM_TILE_N * ELEMENT_BYTES as u32 / 128;
-
-/// Prefetches the CTA's `C` tile at (`m0`, `n0`) into L2, one 128-byte line per thread and step.
-///
-/// # Safety
-/// `p` must describe a validated launch with a `C` matrix.
-#[inline(always)]
-unsafe fn prefetch_c<const MT: usize>(p: &GemmParams, m0: u32, n0: u32, tid: u32) {
-    const {
-        assert!(
-            (tile_m(MT) * C_LINES_PER_ROW).is_multiple_of(GEMM_THREADS),
-            "every thread prefetches the same number of C lines"
-        )
-    };
-    let rows = (p.m - m0).min(tile_m(MT));
-    let cols = (p.n - n0).min(GEMM_TILE_N);
-    let row_bytes = p.n as u64 * ELEMENT_BYTES;
-    let corner = (m0 as u64 * p.n as u64 + n0 as u64) * ELEMENT_BYTES;
-    let mut i = 0;
-    while i < tile_m(MT) * C_LINES_PER_ROW / GEMM_THREADS {
-        let linear = tid + i * GEMM_THREADS;
-        let (row, line) = (linear / C_LINES_PER_ROW, linear % C_LINES_PER_ROW);
-        if row < rows && line * 64 < cols {
-            // SAFETY: element (m0 + row, n0 + 64·line) exists, so the address is inside C.
-            unsafe {
-                prefetch_l2((p.c as *const u8).add((corner + row as u64 * row_bytes + line as u64 * 128) as usize))
-            };
-        }
-        i += 1;
-    }
 }
 
 gemm_entry!(flashomni_gemm_o_bf16, gemm_o, Bf16, Rows128);
