@@ -73,12 +73,8 @@ impl Tile {
         valid_rows: u32,
         valid_chunks: u32,
     ) {
-        let copy = |shared, src, bytes| {
-            // SAFETY: `copy_rows` passes a chunk of the tile and a valid (or unread) source.
-            unsafe { cp_async_16(shared, src, bytes) }
-        };
-        // SAFETY: forwarded; `copy` is `cp_async_16`.
-        unsafe { self.copy_rows::<THREADS>(global, row_stride, valid_rows, valid_chunks, copy) }
+        // SAFETY: forwarded.
+        unsafe { self.copy_rows::<THREADS>(global, row_stride, valid_rows, valid_chunks, None) }
     }
 
     /// Like [`Tile::load_async_clipped`], for data this CTA reads once and no other CTA reads:
@@ -96,20 +92,15 @@ impl Tile {
         valid_chunks: u32,
     ) {
         let policy = evict_first_policy();
-        let copy = |shared, src, bytes| {
-            // SAFETY: `copy_rows` passes a chunk of the tile and a valid (or unread) source.
-            unsafe { cp_async_16_with_policy(shared, src, bytes, policy) }
-        };
-        // SAFETY: forwarded; `copy` is `cp_async_16` under a cache policy.
-        unsafe { self.copy_rows::<THREADS>(global, row_stride, valid_rows, valid_chunks, copy) }
+        // SAFETY: forwarded.
+        unsafe { self.copy_rows::<THREADS>(global, row_stride, valid_rows, valid_chunks, Some(policy)) }
     }
 
-    /// The copy pattern of [`Tile::load_async_clipped`], issuing each 16-byte chunk with
-    /// `copy(shared address, source, source bytes)` (0 bytes: zero-fill, source unread).
+    /// The copies of [`Tile::load_async_clipped`], each under the L2 cache `policy` when one is
+    /// given (the callers pass a constant choice, so the branch folds away).
     ///
     /// # Safety
-    /// As for [`Tile::load_async_clipped`]; `copy` must be an asynchronous 16-byte copy with
-    /// `cp_async_16`'s contract.
+    /// As for [`Tile::load_async_clipped`].
     #[inline(always)]
     unsafe fn copy_rows<const THREADS: u32>(
         &self,
@@ -117,7 +108,7 @@ impl Tile {
         row_stride: u64,
         valid_rows: u32,
         valid_chunks: u32,
-        copy: impl Fn(u32, *const u8, u32),
+        policy: Option<u64>,
     ) {
         let tid = thread_index();
         let rows_per_pass = THREADS / self.chunks;
@@ -133,9 +124,15 @@ impl Tile {
             } else {
                 (global, 0)
             };
-            // The chunk lies in the tile (its swizzle is the first row's, as rows differ by
-            // multiples of 8); the source is valid or not read (0 bytes).
-            copy(shared + i * rows_per_pass * self.row_bytes(), src, bytes);
+            // SAFETY: the chunk lies in the tile (its swizzle is the first row's, as rows
+            // differ by multiples of 8); the source is valid or not read (0 bytes).
+            unsafe {
+                let chunk_address = shared + i * rows_per_pass * self.row_bytes();
+                match policy {
+                    None => cp_async_16(chunk_address, src, bytes),
+                    Some(policy) => cp_async_16_with_policy(chunk_address, src, bytes, policy),
+                }
+            };
             i += 1;
         }
     }
