@@ -21,8 +21,8 @@
 
 use cust::stream::Stream;
 use flashomni_kernels::abi::{
-    self, ATTENTION_TILE_Q, GEMM_MAX_HEADS, GEMM_O_MODE_ACTIVE, GEMM_O_MODE_CACHE, GEMM_THREADS, GEMM_TILE_K,
-    GEMM_TILE_N, GemmParams, GemmRows,
+    self, ATTENTION_TILE_Q, GEMM_MAX_HEADS, GEMM_MAX_SPLITS, GEMM_O_MODE_ACTIVE, GEMM_O_MODE_CACHE, GEMM_THREADS,
+    GEMM_TILE_K, GEMM_TILE_N, GemmParams, GemmRows,
 };
 use flashomni_symbols::read_bit;
 
@@ -30,6 +30,7 @@ use crate::device_symbols::{DeviceSymbols, GemmTileShape};
 use crate::element::Element;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::gemm_split::{GemmSplit, GemmWorkspace, gemm_q_split, resident_ctas};
 use crate::launch::{LaunchShape, launch};
 use crate::memory::{DeviceView, DeviceViewMut};
 use crate::module::Arch;
@@ -37,8 +38,10 @@ use crate::validate::{check_aligned, check_len};
 
 /// Most CTAs a grid may have along y (row tiles).
 const MAX_GRID_Y: u32 = 65_535;
-/// 128-row GEMM CTAs resident on one multiprocessor (registers: ~240 per thread).
-const LARGE_CTAS_PER_MULTIPROCESSOR: u32 = 2;
+/// Most CTAs a grid may have along x (GEMM-Q's work items).
+const MAX_GRID_X: u64 = (1 << 31) - 1;
+/// 128-row GEMM CTAs resident on one multiprocessor.
+const LARGE_CTAS_PER_MULTIPROCESSOR: u32 = resident_ctas(GemmRows::Rows128);
 /// GEMM-Q: below this many waves of (estimated) computed 128-row tiles, 64-row CTAs are used,
 /// so the last wave is finer and less of the GPU idles in it; the threshold depends on the
 /// module's math (see [`gemm_q_min_waves_for_large_ctas`]).
@@ -59,6 +62,9 @@ fn gemm_q_min_waves_for_large_ctas(arch: Arch) -> f64 {
 /// re-reads the selected heads' weights for half as many rows), so sparsity does not enter.
 const GEMM_O_MIN_WAVES_FOR_LARGE_CTAS: f64 = 2.0;
 
+/// No split: every tile runs whole.
+const NO_SPLIT: GemmSplit = GemmSplit { whole_tiles: 0, parts: 1 };
+
 /// The tensors and head layout of one GEMM-Q call (`Y = X·Wᵀ + b`, `n = heads · head_dim`).
 pub struct GemmQArgs<'a, T> {
     /// Activations `X`, `[m, k]` row-major.
@@ -78,6 +84,12 @@ pub struct GemmQArgs<'a, T> {
     pub symbols: Option<&'a DeviceSymbols>,
     /// CTA size; `None` lets the launcher choose (see [`gemm_q_rows`]).
     pub tile_rows: Option<GemmRows>,
+    /// Split-K workspace: with one, the launcher may cut the reduction of the tiles in the
+    /// launch's partly filled last wave into parts (see [`gemm_q_split`]); `None` never
+    /// splits. Written by the launch, like `out`.
+    pub workspace: Option<&'a mut GemmWorkspace>,
+    /// Forces the split (needs `workspace`); `None` lets the launcher choose.
+    pub split: Option<GemmSplit>,
 }
 
 /// Which heads' reduction slices GEMM-O sums.
@@ -134,19 +146,29 @@ fn large_tiles(m: u32, n: u32) -> f64 {
 
 /// The GEMM-Q heuristic for kernel module `arch`: 64-row CTAs when fewer than 3 (`Sm80`) or
 /// 1.5 (`Sm90a`) waves of 128-row CTAs would do work (2 per multiprocessor), else 128-row CTAs.
+/// With `split_k = Some(k)` (the call has a [`GemmWorkspace`] and a reduction of length `k`),
+/// 128-row CTAs are kept wherever their partly filled last wave would be split
+/// ([`gemm_q_split`]): that measured faster than 64-row CTAs (docs/PERF.md, runs 31–32).
 ///
 /// The working tiles are estimated from `computed` (the fraction of computed (query block,
 /// head) pairs; 1 without symbols): a tile spanning `h = max(1, 128 / head_dim)` heads works
 /// unless all of them are cached, `1 − (1 − computed)^h`, as if the bits were independent.
-pub fn gemm_q_rows(arch: Arch, m: u32, n: u32, head_dim: u32, computed: f64, multiprocessors: u32) -> GemmRows {
+pub fn gemm_q_rows(
+    arch: Arch,
+    m: u32,
+    n: u32,
+    head_dim: u32,
+    computed: f64,
+    multiprocessors: u32,
+    split_k: Option<u32>,
+) -> GemmRows {
     let heads_per_tile = (GEMM_TILE_N / head_dim.max(1)).max(1);
-    let working = 1.0 - (1.0 - computed.clamp(0.0, 1.0)).powi(heads_per_tile as i32);
+    let working = large_tiles(m, n) * (1.0 - (1.0 - computed.clamp(0.0, 1.0)).powi(heads_per_tile as i32));
     let wave = f64::from(LARGE_CTAS_PER_MULTIPROCESSOR * multiprocessors);
-    if large_tiles(m, n) * working < gemm_q_min_waves_for_large_ctas(arch) * wave {
-        GemmRows::Rows64
-    } else {
-        GemmRows::Rows128
-    }
+    let many_tiles = working >= gemm_q_min_waves_for_large_ctas(arch) * wave;
+    let split =
+        split_k.is_some_and(|k| gemm_q_split(working.round() as u32, k, GemmRows::Rows128, multiprocessors).is_some());
+    if many_tiles || split { GemmRows::Rows128 } else { GemmRows::Rows64 }
 }
 
 /// The GEMM-O heuristic: 64-row CTAs when 128-row ones cannot be used (`large_allowed` false:
@@ -266,7 +288,8 @@ impl Engine {
         }
         let rows = args.tile_rows.unwrap_or_else(|| {
             let computed = args.symbols.map_or(Some(1.0), computed_fraction).unwrap_or(1.0);
-            gemm_q_rows(self.arch(), m, n, head_dim, computed, self.multiprocessors())
+            let split_k = args.workspace.is_some().then_some(k);
+            gemm_q_rows(self.arch(), m, n, head_dim, computed, self.multiprocessors(), split_k)
         });
         let grid = check_common(
             Buffer { name: "x", address: args.x.address(), len: args.x.len() },
@@ -281,18 +304,53 @@ impl Engine {
             check_len("bias", bias.len(), u64::from(n))?;
             check_aligned("bias", bias.address(), 4)?;
         }
-        // With symbols, the grid is the list of tiles holding a computed pair: cached tiles
-        // cost no CTA at all.
-        let (block_q, tiles, grid) = match args.symbols {
+        // With symbols, the work items are the tiles holding a computed pair: cached tiles
+        // cost no CTA at all. Without, every tile, row-major.
+        let (block_q, tiles, count) = match args.symbols {
             Some(symbols) => {
                 check_symbols(symbols, args.heads, args.token_offset, m)?;
                 let shape = GemmTileShape { token_offset: args.token_offset, m, n, head_dim, tile_rows: rows.rows() };
                 let (tiles, count) =
                     symbols.gemm_q_tiles(shape, |segment| active_tiles(segment, shape, args.heads, symbols.block_q))?;
-                (symbols.block_q, tiles, (count, 1, 1))
+                (symbols.block_q, tiles, count)
             }
-            None => (0, 0, grid),
+            None => {
+                let count = grid.0.checked_mul(grid.1);
+                (0, 0, count.ok_or_else(|| Error::InvalidShape(format!("GEMM-Q with {grid:?} tiles")))?)
+            }
         };
+        let split = match (args.split, &args.workspace) {
+            (Some(_), None) => {
+                return Err(Error::InvalidShape("a forced GEMM-Q split needs a workspace".into()));
+            }
+            (Some(split), Some(_)) => split,
+            (None, Some(_)) => gemm_q_split(count, k, rows, self.multiprocessors()).unwrap_or(NO_SPLIT),
+            (None, None) => NO_SPLIT,
+        };
+        if split.parts == 0 || split.parts > GEMM_MAX_SPLITS {
+            return Err(Error::Unsupported(format!(
+                "a GEMM-Q split into {} parts (1 to {GEMM_MAX_SPLITS})",
+                split.parts
+            )));
+        }
+        let whole = split.whole_tiles.min(count);
+        let (split_first, splits, partials, arrivals, items) = match args.workspace {
+            Some(workspace) if split.parts > 1 && whole < count => {
+                let (partials, arrivals) = workspace.reserve(rows, count - whole, split.parts)?;
+                (
+                    whole,
+                    split.parts,
+                    partials,
+                    arrivals,
+                    u64::from(whole) + u64::from(count - whole) * u64::from(split.parts),
+                )
+            }
+            _ => (0, 0, 0, 0, u64::from(count)),
+        };
+        if items > MAX_GRID_X {
+            return Err(Error::InvalidShape(format!("GEMM-Q with {items} work items (at most {MAX_GRID_X})")));
+        }
+        let grid = (items as u32, 1, 1);
         let params = GemmParams {
             a: args.x.address(),
             w: args.w.address(),
@@ -309,6 +367,10 @@ impl Engine {
             token_offset: args.token_offset,
             block_q,
             mode: 0,
+            partials,
+            arrivals,
+            split_first,
+            splits,
         };
         // SAFETY: the entry takes one `GemmParams`; every buffer was checked above against
         // the shape, and the views borrow their memory for this call (the caller keeps it
@@ -388,6 +450,8 @@ impl Engine {
             out: args.out.address(),
             caching: args.symbols.map_or(0, |symbols| symbols.caching.view().address()),
             tiles: 0,
+            partials: 0,
+            arrivals: 0,
             m,
             n,
             k,
@@ -399,6 +463,8 @@ impl Engine {
                 GemmOMode::Cache => GEMM_O_MODE_CACHE,
                 GemmOMode::Active => GEMM_O_MODE_ACTIVE,
             },
+            split_first: 0,
+            splits: 0,
         };
         // SAFETY: as in `gemm_q`: one `GemmParams`, every buffer checked against the shape.
         unsafe { self.launch_gemm(abi::gemm_o_entry(T::KIND, rows), rows, grid, &params, stream) }
@@ -445,24 +511,32 @@ mod tests {
     fn gemm_q_uses_small_ctas_for_few_working_tiles() {
         // K = N = 3072, 24 heads of 128, 132 SMs: 6336 tiles at M = 33792 (24 waves).
         for arch in Arch::ALL {
-            assert_eq!(gemm_q_rows(arch, 33_792, 3072, 128, 1.0, 132), GemmRows::Rows128);
-            assert_eq!(gemm_q_rows(arch, 33_792, 3072, 128, 0.25, 132), GemmRows::Rows128);
+            assert_eq!(gemm_q_rows(arch, 33_792, 3072, 128, 1.0, 132, None), GemmRows::Rows128);
+            assert_eq!(gemm_q_rows(arch, 33_792, 3072, 128, 0.25, 132, None), GemmRows::Rows128);
             // 317 working tiles at M = 16896, r = 0.9: 1.2 waves.
-            assert_eq!(gemm_q_rows(arch, 16_896, 3072, 128, 0.1, 132), GemmRows::Rows64);
+            assert_eq!(gemm_q_rows(arch, 16_896, 3072, 128, 0.1, 132, None), GemmRows::Rows64);
             // A small dense launch fills the GPU better with small CTAs.
-            assert_eq!(gemm_q_rows(arch, 512, 3072, 128, 1.0, 132), GemmRows::Rows64);
+            assert_eq!(gemm_q_rows(arch, 512, 3072, 128, 1.0, 132, None), GemmRows::Rows64);
             // 4608 rows dense: 864 tiles, 3.3 waves: 128-row CTAs (64-row ones measured slower).
-            assert_eq!(gemm_q_rows(arch, 4608, 3072, 128, 1.0, 132), GemmRows::Rows128);
+            assert_eq!(gemm_q_rows(arch, 4608, 3072, 128, 1.0, 132, None), GemmRows::Rows128);
             // head_dim 64: a tile works if either of its two heads is computed (0.02: 0.5 waves).
-            assert_eq!(gemm_q_rows(arch, 33_792, 3072, 64, 0.02, 132), GemmRows::Rows64);
+            assert_eq!(gemm_q_rows(arch, 33_792, 3072, 64, 0.02, 132, None), GemmRows::Rows64);
         }
         // Between 1.5 and 3 waves the modules differ: 634 working tiles (2.4 waves) at
         // M = 33792, r = 0.9; 432 (1.6 waves) at M = 4608, r = 0.5.
-        assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 128, 0.1, 132), GemmRows::Rows64);
-        assert_eq!(gemm_q_rows(Arch::Sm90a, 33_792, 3072, 128, 0.1, 132), GemmRows::Rows128);
-        assert_eq!(gemm_q_rows(Arch::Sm80, 4608, 3072, 128, 0.5, 132), GemmRows::Rows64);
-        assert_eq!(gemm_q_rows(Arch::Sm90a, 4608, 3072, 128, 0.5, 132), GemmRows::Rows128);
-        assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 64, 0.1, 132), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 128, 0.1, 132, None), GemmRows::Rows64);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, 33_792, 3072, 128, 0.1, 132, None), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm80, 4608, 3072, 128, 0.5, 132, None), GemmRows::Rows64);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, 4608, 3072, 128, 0.5, 132, None), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 64, 0.1, 132, None), GemmRows::Rows128);
+        // With a split-K workspace, 128-row CTAs whose last wave splits: 317 working tiles at
+        // M = 16896, r = 0.9 (264 + 53, cut in 4); 216 at M = 4608, r = 0.75 (no split: the
+        // one wave is more than half full) keep 64-row CTAs.
+        for arch in Arch::ALL {
+            assert_eq!(gemm_q_rows(arch, 16_896, 3072, 128, 0.1, 132, Some(3072)), GemmRows::Rows128);
+            assert_eq!(gemm_q_rows(arch, 4608, 3072, 128, 0.25, 132, Some(3072)), GemmRows::Rows64);
+            assert_eq!(gemm_q_rows(arch, 16_896, 3072, 128, 0.1, 132, Some(64)), GemmRows::Rows64, "k too short");
+        }
     }
 
     #[test]

@@ -194,14 +194,19 @@ pub const GEMM_O_MODE_ACTIVE: u32 = 1;
 /// Parameters of one GEMM-Q or GEMM-O launch: `out = addend + A·Wᵀ` over a selection of the
 /// reduction or output axis.
 ///
-/// The grid is `(ceil(n / GEMM_TILE_N), ceil(m / rows), 1)` with [`GEMM_THREADS`] threads and
-/// [`gemm_shared_bytes`] bytes of dynamic shared memory, where `rows` is the entry's
-/// [`GemmRows::rows`]. All matrices are dense
+/// Every launch has [`GEMM_THREADS`] threads and [`gemm_shared_bytes`] bytes of dynamic
+/// shared memory, where `rows` is the entry's [`GemmRows::rows`]. All matrices are dense
 /// row-major with 16-byte aligned rows (`k` and `n` multiples of 8).
 /// - **GEMM-Q** (`head_dim = n / heads`): output element `(r, c)` is computed and written only
-///   when S_c(qb(r), c / head_dim) = 1, where `qb(r) = (token_offset + r) / block_q`.
-/// - **GEMM-O** (`head_dim = k / heads`): reduction slice `[h·head_dim, (h+1)·head_dim)` is
-///   summed when S_c(qb, h) = 0 (cache mode) or 1 (active mode); every element is written.
+///   when S_c(qb(r), c / head_dim) = 1, where `qb(r) = (token_offset + r) / block_q`. The grid
+///   is one-dimensional over *work items*: item `t` is output tile `t` (of the tile list, or
+///   row-major over the `ceil(m / rows) × ceil(n / GEMM_TILE_N)` tiles without one). With
+///   `splits > 1`, tiles from `split_first` on are split along the reduction axis: CTA
+///   `split_first + u · splits + s` computes part `s` of tile `split_first + u` (see
+///   [`gemm_split_k_tiles`]), so the grid is `split_first + (tiles − split_first) · splits`.
+/// - **GEMM-O** (`head_dim = k / heads`): the grid is `(ceil(n / GEMM_TILE_N), ceil(m / rows), 1)`;
+///   reduction slice `[h·head_dim, (h+1)·head_dim)` is summed when S_c(qb, h) = 0 (cache
+///   mode) or 1 (active mode); every element is written. GEMM-O never splits (`splits` 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GemmParams {
@@ -217,10 +222,17 @@ pub struct GemmParams {
     pub out: u64,
     /// Packed S_c segment of request 0; 0 means every (query block, head) is computed.
     pub caching: u64,
-    /// GEMM-Q only: `u32[2 · grid.x]` (column tile, row tile) pairs, one per CTA, listing the
-    /// tiles with a computed pair (built from the symbols on the host); 0: CTA `(x, y)` takes
-    /// column tile `x`, row tile `y`.
+    /// GEMM-Q only: `u32[2 · tiles]` (column tile, row tile) pairs listing the tiles with a
+    /// computed pair (built from the symbols on the host), one per work item; 0: item `t` is
+    /// column tile `t % ceil(n / GEMM_TILE_N)`, row tile `t / ceil(n / GEMM_TILE_N)`.
     pub tiles: u64,
+    /// GEMM-Q with `splits > 1`: f32 partial sums, [`gemm_partial_bytes`] per split CTA, CTA
+    /// `split_first + j` writing slot `j`.
+    pub partials: u64,
+    /// GEMM-Q with `splits > 1`: one `u32` arrival counter per split tile, zero before the
+    /// launch; the last part of a tile to arrive sums the partials, writes the tile and resets
+    /// its counter to zero.
+    pub arrivals: u64,
     /// Rows of `A` and of the output.
     pub m: u32,
     /// Columns of the output (rows of `W`).
@@ -237,6 +249,27 @@ pub struct GemmParams {
     pub block_q: u32,
     /// GEMM-O: [`GEMM_O_MODE_CACHE`] or [`GEMM_O_MODE_ACTIVE`]; ignored by GEMM-Q.
     pub mode: u32,
+    /// GEMM-Q: the first work item whose tile is split (meaningful when `splits > 1`).
+    pub split_first: u32,
+    /// GEMM-Q: parts each tile from `split_first` on is split into (0 or 1: none), at most
+    /// [`GEMM_MAX_SPLITS`] and at most the k-tiles of the reduction.
+    pub splits: u32,
+}
+
+/// Most parts one GEMM-Q tile's reduction is split into.
+pub const GEMM_MAX_SPLITS: u32 = 8;
+
+/// The k-tiles (`GEMM_TILE_K` deep) that part `part` of `splits` covers in a reduction of
+/// `k_tiles`: `[part · k_tiles / splits, (part + 1) · k_tiles / splits)`, so the parts tile
+/// the reduction in order and differ in length by at most one.
+pub const fn gemm_split_k_tiles(k_tiles: u32, splits: u32, part: u32) -> (u32, u32) {
+    let splits = if splits == 0 { 1 } else { splits };
+    (part * k_tiles / splits, (part + 1) * k_tiles / splits)
+}
+
+/// Bytes of one split CTA's f32 partial tile (`rows × GEMM_TILE_N` f32).
+pub const fn gemm_partial_bytes(rows: GemmRows) -> u64 {
+    rows.rows() as u64 * GEMM_TILE_N as u64 * 4
 }
 
 /// The GEMM-Q entry for an element type and CTA size.

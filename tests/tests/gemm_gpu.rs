@@ -14,8 +14,13 @@
 //! Every case draws the CTA size too (64 rows, 128 rows, or the launcher's choice), and the
 //! fixed-shape cases run both sizes.
 
+use std::cell::RefCell;
+
 use anyhow::{Context, Result, bail, ensure};
-use flashomni::{DeviceArray, DeviceSymbols, Element, Engine, Error, GemmOArgs, GemmOMode, GemmQArgs, GemmRows};
+use flashomni::{
+    DeviceArray, DeviceSymbols, Element, Engine, Error, GemmOArgs, GemmOMode, GemmQArgs, GemmRows, GemmSplit,
+    GemmWorkspace,
+};
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry, SymbolsView};
 use flashomni_tests::compare::{Comparison, Tolerance};
 use flashomni_tests::gpu::{engine_or_skip, engines_or_skip, for_each_engine, is_poison, poisoned};
@@ -41,6 +46,27 @@ fn draw_rows(rng: &mut impl Rng) -> Option<GemmRows> {
         0 => None,
         1 => Some(GemmRows::Rows64),
         _ => Some(GemmRows::Rows128),
+    }
+}
+
+/// How a GEMM-Q case splits its reduction.
+#[derive(Debug, Clone, Copy)]
+enum SplitChoice {
+    /// No workspace: never split.
+    Off,
+    /// A workspace, and the launcher's plan (few test tiles rarely split).
+    Auto,
+    /// A workspace and a forced split.
+    Forced(GemmSplit),
+}
+
+/// A split choice; forced splits take 0–3 whole tiles and 1–8 parts (more parts than k-tiles
+/// leaves some parts empty).
+fn draw_split(rng: &mut impl Rng) -> SplitChoice {
+    match rng.gen_range(0..4) {
+        0 => SplitChoice::Off,
+        1 => SplitChoice::Auto,
+        _ => SplitChoice::Forced(GemmSplit { whole_tiles: rng.gen_range(0..4), parts: rng.gen_range(1..=8) }),
     }
 }
 
@@ -78,6 +104,11 @@ impl HeadLayout {
         }
     }
 
+    /// A fixed layout with a bias, 128-token query blocks and no tokens past the rows.
+    fn with_bias(heads: u32, head_dim: u32, token_offset: u32, cache_ratio: Option<f64>) -> HeadLayout {
+        HeadLayout { heads, head_dim, token_offset, block_q: 128, q_extra: 0, cache_ratio, with_bias: true }
+    }
+
     /// Length of the axis split into heads (`n` of GEMM-Q, `k` of GEMM-O).
     fn width(&self) -> u32 {
         self.heads * self.head_dim
@@ -108,6 +139,7 @@ struct QCase {
     k: u32,
     layout: HeadLayout,
     rows: Option<GemmRows>,
+    split: SplitChoice,
 }
 
 impl QCase {
@@ -124,6 +156,7 @@ impl QCase {
                 &[64, 100, 128, 128, 256],
             ),
             rows: draw_rows(&mut rng),
+            split: draw_split(&mut rng),
         }
     }
 
@@ -132,8 +165,9 @@ impl QCase {
     }
 }
 
-/// Runs a GEMM-Q case on the GPU and checks it; returns the raw output.
-fn run_q<T: Element>(engine: &Engine, case: &QCase) -> Result<Vec<T>> {
+/// Runs a GEMM-Q case on the GPU (splitting with `workspace` if the case says so) and checks
+/// it; returns the raw output.
+fn run_q<T: Element>(engine: &Engine, case: &QCase, workspace: &mut GemmWorkspace) -> Result<Vec<T>> {
     let mut rng = seeded_rng(case.seed ^ 0x9e37_79b9);
     let (m, n, k) = (case.m as usize, case.n() as usize, case.k as usize);
     let (x, x32) = random_elements::<T>(&mut rng, m * k, 1.0);
@@ -154,6 +188,14 @@ fn run_q<T: Element>(engine: &Engine, case: &QCase) -> Result<Vec<T>> {
         heads: case.layout.heads,
         symbols: device_symbols.as_ref(),
         tile_rows: case.rows,
+        workspace: match case.split {
+            SplitChoice::Off => None,
+            SplitChoice::Auto | SplitChoice::Forced(_) => Some(workspace),
+        },
+        split: match case.split {
+            SplitChoice::Forced(split) => Some(split),
+            SplitChoice::Off | SplitChoice::Auto => None,
+        },
     };
     engine.gemm_q(args, case.m, case.n(), case.k, engine.stream())?;
     engine.synchronize()?;
@@ -278,9 +320,9 @@ fn run_o<T: Element>(engine: &Engine, case: &OCase) -> Result<()> {
     Ok(())
 }
 
-fn run_q_both_types(engine: &Engine, case: &QCase) -> Result<()> {
-    run_q::<bf16>(engine, case)?;
-    run_q::<f16>(engine, case)?;
+fn run_q_both_types(engine: &Engine, case: &QCase, workspace: &mut GemmWorkspace) -> Result<()> {
+    run_q::<bf16>(engine, case, workspace)?;
+    run_q::<f16>(engine, case, workspace)?;
     Ok(())
 }
 
@@ -293,8 +335,9 @@ fn run_o_both_types(engine: &Engine, case: &OCase) -> Result<()> {
 #[test]
 fn gemm_q_matches_reference_on_fixed_seeds() -> Result<()> {
     for_each_engine("gemm_q_matches_reference_on_fixed_seeds", |engine| {
+        let mut workspace = GemmWorkspace::new(engine)?;
         for seed in 0..16 {
-            run_q_both_types(engine, &QCase::draw(seed))?;
+            run_q_both_types(engine, &QCase::draw(seed), &mut workspace)?;
         }
         Ok(())
     })
@@ -313,8 +356,10 @@ fn gemm_o_matches_reference_on_fixed_seeds() -> Result<()> {
 #[test]
 fn gemm_q_matches_reference_on_fresh_seeds() {
     for engine in engines_or_skip("gemm_q_matches_reference_on_fresh_seeds") {
+        // proptest's body is a `Fn`: the shared workspace is lent out per case.
+        let workspace = RefCell::new(GemmWorkspace::new(&engine).expect("allocating a GEMM workspace"));
         proptest!(ProptestConfig::with_cases(16), |(seed in any::<u64>())| {
-            run_q_both_types(&engine, &QCase::draw(seed)).map_err(|err| TestCaseError::fail(format!("{} module: {err:#}", engine.arch().target())))?;
+            run_q_both_types(&engine, &QCase::draw(seed), &mut workspace.borrow_mut()).map_err(|err| TestCaseError::fail(format!("{} module: {err:#}", engine.arch().target())))?;
         });
     }
 }
@@ -331,21 +376,38 @@ fn gemm_o_matches_reference_on_fresh_seeds() {
 #[test]
 fn gemm_q_mixed_tiles_write_only_computed_pairs() -> Result<()> {
     for_each_engine("gemm_q_mixed_tiles_write_only_computed_pairs", |engine| {
+        let mut workspace = GemmWorkspace::new(engine)?;
         // head_dim 64: every 128-column tile spans two heads; token_offset 64: every 128-row tile
         // spans two query blocks, so many tiles have both computed and cached pairs.
         for (seed, ratio) in [(1, Some(0.5)), (2, Some(0.75)), (3, Some(0.25))] {
-            let layout = HeadLayout {
-                heads: 6,
-                head_dim: 64,
-                token_offset: 64,
-                block_q: 128,
-                q_extra: 0,
-                cache_ratio: ratio,
-                with_bias: true,
-            };
+            let layout = HeadLayout::with_bias(6, 64, 64, ratio);
             for rows in GemmRows::ALL {
-                let case = QCase { seed, m: 333, k: 200, layout: layout.clone(), rows: Some(rows) };
-                run_q_both_types(engine, &case)?;
+                let split = SplitChoice::Forced(GemmSplit { whole_tiles: 2, parts: 3 });
+                for split in [SplitChoice::Off, split] {
+                    let case = QCase { seed, m: 333, k: 200, layout: layout.clone(), rows: Some(rows), split };
+                    run_q_both_types(engine, &case, &mut workspace)?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn gemm_q_split_reductions_match_reference() -> Result<()> {
+    for_each_engine("gemm_q_split_reductions_match_reference", |engine| {
+        // One workspace for every launch: each split launch must leave its counters at zero.
+        let mut workspace = GemmWorkspace::new(engine)?;
+        // 3 × 3 tiles of 128 rows (5 × 3 of 64); k = 200 is 4 k-tiles, so 5 or more parts
+        // leave parts without a k-tile, and k = 1016 ends in a partial k-tile.
+        for (seed, k, ratio) in [(11, 200, None), (12, 1016, Some(0.5)), (13, 1016, None)] {
+            let layout = HeadLayout::with_bias(3, 128, 64, ratio);
+            for rows in GemmRows::ALL {
+                for parts in 1..=8 {
+                    let split = SplitChoice::Forced(GemmSplit { whole_tiles: parts % 3, parts });
+                    let case = QCase { seed, m: 300, k, layout: layout.clone(), rows: Some(rows), split };
+                    run_q::<bf16>(engine, &case, &mut workspace)?;
+                }
             }
         }
         Ok(())
@@ -355,6 +417,7 @@ fn gemm_q_mixed_tiles_write_only_computed_pairs() -> Result<()> {
 #[test]
 fn gemm_larger_shapes() -> Result<()> {
     for_each_engine("gemm_larger_shapes", |engine| {
+        let mut workspace = GemmWorkspace::new(engine)?;
         let layout = HeadLayout {
             heads: 2,
             head_dim: 128,
@@ -365,8 +428,11 @@ fn gemm_larger_shapes() -> Result<()> {
             with_bias: true,
         };
         for rows in GemmRows::ALL {
-            let q = QCase { seed: 41, m: 515, k: 1016, layout: layout.clone(), rows: Some(rows) };
-            run_q::<bf16>(engine, &q)?;
+            let split = SplitChoice::Forced(GemmSplit { whole_tiles: 3, parts: 2 });
+            for split in [SplitChoice::Off, SplitChoice::Auto, split] {
+                let q = QCase { seed: 41, m: 515, k: 1016, layout: layout.clone(), rows: Some(rows), split };
+                run_q::<bf16>(engine, &q, &mut workspace)?;
+            }
         }
         let layout = HeadLayout {
             heads: 4,
@@ -402,11 +468,17 @@ fn gemm_larger_shapes() -> Result<()> {
 #[test]
 fn gemm_runs_are_bitwise_equal() -> Result<()> {
     for_each_engine("gemm_runs_are_bitwise_equal", |engine| {
+        let mut workspace = GemmWorkspace::new(engine)?;
         for seed in [5, 6, 7] {
-            let case = QCase::draw(seed);
-            let first = run_q::<bf16>(engine, &case)?;
-            let second = run_q::<bf16>(engine, &case)?;
-            ensure!(first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits()), "seed {seed}: runs differ");
+            // The drawn case, and the same case with every tile split: the last part to
+            // arrive differs from run to run, the sum must not.
+            let split = SplitChoice::Forced(GemmSplit { whole_tiles: 0, parts: 3 });
+            for case in [QCase::draw(seed), QCase { k: 8 * 100, split, ..QCase::draw(seed) }] {
+                let first = run_q::<bf16>(engine, &case, &mut workspace)?;
+                let second = run_q::<bf16>(engine, &case, &mut workspace)?;
+                let equal = first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits());
+                ensure!(equal, "seed {seed}, {:?}: runs differ", case.split);
+            }
         }
         Ok(())
     })
@@ -429,6 +501,8 @@ fn q_args<'a>(
         heads,
         symbols,
         tile_rows: None,
+        workspace: None,
+        split: None,
     }
 }
 
@@ -483,6 +557,36 @@ fn gemm_bad_inputs_are_rejected_with_clear_errors() -> Result<()> {
     match engine.gemm_q(q_args(&big, &mut out, 4, 0, Some(&symbols)), 16, 256, 64, stream) {
         Err(Error::InvalidShape(message)) => ensure!(message.contains("heads"), "{message}"),
         other => bail!("symbols for another head count must be rejected, got {other:?}"),
+    }
+
+    let split = Some(GemmSplit { whole_tiles: 0, parts: 2 });
+    match engine.gemm_q(GemmQArgs { split, ..q_args(&big, &mut out, 1, 0, None) }, 16, 128, 128, stream) {
+        Err(Error::InvalidShape(message)) => ensure!(message.contains("workspace"), "{message}"),
+        other => bail!("a forced split without a workspace must be rejected, got {other:?}"),
+    }
+    let mut workspace = GemmWorkspace::new(&engine)?;
+    for parts in [0, 9] {
+        let split = Some(GemmSplit { whole_tiles: 0, parts });
+        let args = GemmQArgs { split, workspace: Some(&mut workspace), ..q_args(&big, &mut out, 1, 0, None) };
+        match engine.gemm_q(args, 16, 128, 128, stream) {
+            Err(Error::Unsupported(message)) => ensure!(message.contains("parts"), "{message}"),
+            other => bail!("a split into {parts} parts must be unsupported, got {other:?}"),
+        }
+    }
+    // 512 × 8192 output: 256 tiles of 128 rows, cut in 8: more parts than the workspace holds.
+    let wide = DeviceArray::<bf16>::uninitialized(8192 * 64)?;
+    let mut wide_out = DeviceArray::<bf16>::uninitialized(512 * 8192)?;
+    let args = GemmQArgs {
+        x: big.view(),
+        w: wide.view(),
+        tile_rows: Some(GemmRows::Rows128),
+        split: Some(GemmSplit { whole_tiles: 0, parts: 8 }),
+        workspace: Some(&mut workspace),
+        ..q_args(&big, &mut wide_out, 1, 0, None)
+    };
+    match engine.gemm_q(args, 512, 8192, 64, stream) {
+        Err(Error::InvalidShape(message)) => ensure!(message.contains("workspace holds"), "{message}"),
+        other => bail!("a split larger than the workspace must be rejected, got {other:?}"),
     }
 
     match engine.gemm_o(o_args(&big, &mut out, 2, 0, None), 16, 64, 192, stream) {

@@ -63,8 +63,27 @@ fn parse_report(report: &str) -> Vec<Resources> {
     kernels
 }
 
+/// Entries of a PTX module that declare local memory (`.local`, e.g. an array LLVM could not
+/// keep in registers). ptxas may still promote such an array to registers, but the driver's
+/// JIT compiler need not (run 30 in docs/PERF.md: a local accumulator array the CUDA 13 driver
+/// kept in local memory made split GEMM-Q launches 3× slower), so none is allowed.
+fn entries_with_local_memory(ptx: &str) -> Vec<String> {
+    let mut entries = Vec::new();
+    let mut current: Option<&str> = None;
+    for line in ptx.lines() {
+        if let Some(rest) = line.split(".entry ").nth(1) {
+            current = rest.split('(').next().map(str::trim);
+        } else if line.trim_start().starts_with(".local")
+            && let Some(name) = current.take()
+        {
+            entries.push(name.to_owned());
+        }
+    }
+    entries
+}
+
 /// Builds the host crate (which builds the PTX), assembles each module and fails on any
-/// kernel with a stack frame or spills.
+/// kernel with a stack frame or spills, or whose PTX declares local memory.
 pub fn check_modules() -> Result<()> {
     cargo::run(&["build", "--release", "--package", "flashomni"])?;
     let ptxas = ptxas()?;
@@ -73,6 +92,10 @@ pub fn check_modules() -> Result<()> {
     println!("{:<34} {:>7} {:>5} {:>6} {:>6}", "kernel", "target", "regs", "stack", "spill");
     for (stem, target) in MODULES {
         let module = kernels_dir.join(stem).join("nvptx64-nvidia-cuda/release/flashomni_kernels.ptx");
+        let ptx = std::fs::read_to_string(&module).with_context(|| format!("reading {}", module.display()))?;
+        for entry in entries_with_local_memory(&ptx) {
+            failures.push(format!("{entry} ({target}: local memory in the PTX)"));
+        }
         for kernel in assemble(&ptxas, &module, target)? {
             println!(
                 "{:<34} {:>7} {:>5} {:>6} {:>6}",
@@ -84,9 +107,9 @@ pub fn check_modules() -> Result<()> {
         }
     }
     if !failures.is_empty() {
-        bail!("kernels with a stack frame or spills: {}", failures.join(", "));
+        bail!("kernels with a stack frame, spills or local memory: {}", failures.join(", "));
     }
-    println!("ptx: every kernel assembles with no stack frame and no spills");
+    println!("ptx: every kernel assembles with no stack frame and no spills, and no PTX uses local memory");
     Ok(())
 }
 

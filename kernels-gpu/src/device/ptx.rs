@@ -256,3 +256,39 @@ pub fn ballot(predicate: bool) -> u32 {
     };
     r
 }
+
+/// Memory fence at GPU scope with acquire-release semantics (`fence.acq_rel.gpu`): this
+/// thread's earlier writes are ordered before its later ones as seen from any CTA.
+#[inline(always)]
+pub fn fence_gpu() {
+    // SAFETY: a fence only orders memory.
+    unsafe { asm!("fence.acq_rel.gpu;", options(nostack)) };
+}
+
+/// Atomically adds `value` to the `u32` at `global` with acquire-release semantics at GPU
+/// scope; returns the previous value.
+///
+/// # Safety
+/// `global` must point to a writable, 4-byte aligned device `u32`.
+#[inline(always)]
+pub unsafe fn atomic_add_gpu(global: *mut u32, value: u32) -> u32 {
+    let old: u32;
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "atom.acq_rel.gpu.global.add.u32 {0}, [{1}], {2};",
+            out(reg32) old, in(reg64) global, in(reg32) value, options(nostack)
+        )
+    };
+    old
+}
+
+/// Stores one `u32` to global memory.
+///
+/// # Safety
+/// `global` must point to a writable, 4-byte aligned device `u32`.
+#[inline(always)]
+pub unsafe fn st_global_u32(global: *mut u32, value: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("st.global.u32 [{0}], {1};", in(reg64) global, in(reg32) value, options(nostack)) };
+}

@@ -22,6 +22,7 @@ mod mainloop;
 mod mma_sync;
 mod o;
 mod q;
+mod split;
 #[cfg(target_feature = "sm_90a")]
 mod warpgroup;
 
@@ -30,7 +31,9 @@ use mma_sync as math;
 #[cfg(target_feature = "sm_90a")]
 use warpgroup as math;
 
-use crate::abi::{GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N, GemmParams, GemmRows};
+use crate::abi::{
+    GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N, GemmParams, GemmRows, gemm_partial_bytes,
+};
 use mainloop::Operands;
 
 /// Bytes per element of every instantiated type.
@@ -88,6 +91,9 @@ const _: () = {
         assert!(tile_m(mt_of(rows)) == rows.rows(), "each CTA size is whole m16 tiles per warp");
         assert!(stage_bytes(mt_of(rows)) == crate::abi::gemm_stage_bytes(rows), "host and device stage sizes agree");
         check_shape(mt_of(rows), rows.stages());
+        let partial = mt_of(rows) as u64 * NT as u64 * 16 * GEMM_THREADS as u64;
+        assert!(partial == gemm_partial_bytes(rows), "a split part's partial tile is its accumulators");
+        assert!(partial <= (rows.stages() * stage_bytes(mt_of(rows))) as u64, "a partial tile fits in the stages");
         i += 1;
     }
 };

@@ -6,30 +6,37 @@
 //! the dense main loop and writes exactly the `(row, 8-column chunk)`s whose pair is computed
 //! (head boundaries are multiples of 8 columns, so a chunk lies in one head). Cached elements
 //! keep the output buffer's contents.
+//!
+//! The grid is one CTA per work item: a whole tile, or, in a split launch, one part of a tile's
+//! reduction ([`super::split`]), whose last part to finish writes the tile.
 
 use super::epilogue::epilogue;
 use super::mainloop::{AllTiles, mainloop};
 use super::math::GemmElement;
-use super::{gemm_entry, tile_m, tile_operands};
+use super::split::{combine_parts, work_item};
+use super::{gemm_entry, stage_bytes, tile_m, tile_operands};
 use crate::abi::{GEMM_TILE_K, GEMM_TILE_N, GemmParams};
 use crate::device::element::{Bf16, F16};
 use crate::device::params::{nonzero, read_u32, symbol_bit};
-use crate::device::ptx::{block_index_x, block_index_y, shared_base};
+use crate::device::ptx::{block_index_x, shared_base};
 
-/// Computes one tile of a GEMM-Q launch (from the grid position or the host's tile list) with `tile_m(MT)`-row tiles and
-/// a `STAGES`-deep pipeline.
+/// Computes one work item of a GEMM-Q launch (a tile, or one part of a split tile, see
+/// [`super::split`]) with `tile_m(MT)`-row tiles and a `STAGES`-deep pipeline.
 ///
 /// # Safety
 /// `p` must describe buffers and symbols validated by the host launcher (see
 /// [`GemmParams`]); the launch must use the grid, threads and shared memory documented there.
 #[inline(always)]
 unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmParams) {
+    let k_tiles = p.k.div_ceil(GEMM_TILE_K);
+    let item = work_item(p, block_index_x(), k_tiles);
     let (column_tile, row_tile) = if p.tiles == 0 {
-        (block_index_x(), block_index_y())
+        let columns = nonzero(p.n.div_ceil(GEMM_TILE_N));
+        (item.tile % columns, item.tile / columns)
     } else {
-        let item = 2 * block_index_x() as usize;
-        // SAFETY: the host sized the tile list for this grid: pair `item / 2` exists.
-        unsafe { (read_u32(p.tiles, item), read_u32(p.tiles, item + 1)) }
+        let entry = 2 * item.tile as usize;
+        // SAFETY: the host sized the tile list for this grid: pair `item.tile` exists.
+        unsafe { (read_u32(p.tiles, entry), read_u32(p.tiles, entry + 1)) }
     };
     let n0 = column_tile * GEMM_TILE_N;
     let m0 = row_tile * tile_m(MT);
@@ -67,10 +74,20 @@ unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
     // SAFETY: rows m0 and n0 exist (the grid covers m and n).
     let ops = unsafe { tile_operands(p, m0, n0) };
     let smem = shared_base();
+    let (first, end) = item.k_tiles;
+    let mut walk = AllTiles { k: first * GEMM_TILE_K };
     // SAFETY: the operands and walk cover the validated buffers; shared memory is sized by
     // the host for the pipeline.
-    let acc =
-        unsafe { mainloop::<E, _, MT, STAGES>(&ops, p.k.div_ceil(GEMM_TILE_K), &mut AllTiles { k: 0 }, smem, |_| {}) };
+    let mut acc = unsafe { mainloop::<E, _, MT, STAGES>(&ops, end - first, &mut walk, smem, |_| {}) };
+    if let Some(part) = &item.part {
+        let flag = smem + STAGES * stage_bytes(MT);
+        // SAFETY: a validated split launch; the pipeline's drained stages hold a partial tile
+        // (checked at compile time in `super`) and the head-list word after them is unused by
+        // GEMM-Q.
+        if !unsafe { combine_parts::<MT>(p, part, &mut acc, smem, flag) } {
+            return; // another part of the tile finishes it
+        }
+    }
     let writable = |row: u32, chunk: u32| {
         // SAFETY: `row` and `chunk` lie inside the matrix (checked by the epilogue first),
         // so the bit is inside the segment as above.

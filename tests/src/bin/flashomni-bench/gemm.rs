@@ -2,7 +2,7 @@
 //! 0, 0.5, 0.75, 0.9 for GEMM-Q and for GEMM-O in active mode (the dispatch-step path).
 
 use anyhow::Result;
-use flashomni::{DeviceArray, DeviceSymbols, Engine, GemmOArgs, GemmOMode, GemmQArgs};
+use flashomni::{DeviceArray, DeviceSymbols, Engine, GemmOArgs, GemmOMode, GemmQArgs, GemmWorkspace};
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::gpu::random_device_array;
 use flashomni_tests::random::{random_symbols, seeded_rng};
@@ -36,6 +36,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut rng = seeded_rng(0x6e33);
     let stream = engine.stream();
+    let mut workspace = GemmWorkspace::new(engine)?;
     for &m in &options.sizes {
         let elements = m as usize * WIDTH as usize;
         let x = random_device_array::<bf16>(&mut rng, elements, 1.0)?;
@@ -62,6 +63,8 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
                     heads: HEADS,
                     symbols: selected,
                     tile_rows: options.gemm_rows,
+                    workspace: (!options.no_split_k).then_some(&mut workspace),
+                    split: None,
                 };
                 Ok(engine.gemm_q(args, m, WIDTH, WIDTH, stream)?)
             })?;

@@ -3,6 +3,7 @@
 //! ```text
 //! flashomni-bench [attention] [gemm] [parallel] [--anchors anchors.py] [--n 4608,16896] [--out FILE]
 //!                 [--commit SHA] [--iters 20] [--warmup 5] [--gemm-rows 64|128] [--module sm80|sm90a]
+//!                 [--no-split-k]
 //! ```
 //! Each measurement is the median of `--iters` CUDA-event timings after `--warmup` untimed
 //! runs, on random inputs. The anchors (PyTorch SDPA, FlexAttention, cuBLAS) run from
@@ -33,6 +34,8 @@ pub struct Options {
     gemm_rows: Option<flashomni::GemmRows>,
     /// Forces the kernel module (`--module sm80|sm90a`); `None`: the device's own.
     module: Option<Arch>,
+    /// GEMM-Q without a split-K workspace (`--no-split-k`), as before split-K existed.
+    no_split_k: bool,
 }
 
 fn parse_options() -> Result<Options> {
@@ -46,6 +49,7 @@ fn parse_options() -> Result<Options> {
         warmup: 5,
         gemm_rows: None,
         module: None,
+        no_split_k: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -71,6 +75,7 @@ fn parse_options() -> Result<Options> {
                     other => bail!("--module takes sm80 or sm90a, not {other}"),
                 })
             }
+            "--no-split-k" => options.no_split_k = true,
             "attention" | "gemm" | "parallel" => options.ops.push(arg),
             other => bail!("unknown argument `{other}`"),
         }
