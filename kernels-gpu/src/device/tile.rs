@@ -77,14 +77,15 @@ impl Tile {
         unsafe { self.copy_rows::<THREADS>(global, row_stride, valid_rows, valid_chunks, None) }
     }
 
-    /// Like [`Tile::load_async_clipped`], for data this CTA reads once and no other CTA reads:
-    /// the copies bring the lines into L2 as the first to be evicted
-    /// ([`evict_first_policy`]), so that they do not push out operands that other CTAs reuse.
+    /// Like [`Tile::load_async_clipped`], for data that no CTA needs from L2 for long (read
+    /// once, or only by CTAs running at the same time): the copies bring the lines into L2 as
+    /// the first to be evicted ([`evict_first_policy`]), so that they do not push out operands
+    /// that CTAs re-read over the whole launch.
     ///
     /// # Safety
     /// As for [`Tile::load_async_clipped`].
     #[inline(always)]
-    pub unsafe fn load_async_clipped_once<const THREADS: u32>(
+    pub unsafe fn load_async_clipped_evict_first<const THREADS: u32>(
         &self,
         global: *const u8,
         row_stride: u64,

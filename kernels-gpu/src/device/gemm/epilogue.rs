@@ -51,7 +51,7 @@ pub(super) unsafe fn load_c_tile<const MT: usize>(p: &GemmParams, m0: u32, n0: u
     // SAFETY: rows below `rows` and chunks below `chunks` lie inside C ([m, n]); the rest is
     // zero-filled.
     unsafe {
-        Tile::at(staging, tile_m(MT), OUT_CHUNKS).load_async_clipped_once::<GEMM_THREADS>(
+        Tile::at(staging, tile_m(MT), OUT_CHUNKS).load_async_clipped_evict_first::<GEMM_THREADS>(
             (p.c as *const u8).add(corner as usize),
             row_bytes,
             rows,

@@ -14,6 +14,11 @@
 //! drain: (wgmma) wait for the last products
 //! ```
 //!
+//! A's lines enter L2 evict-first: the CTAs that share an A row block (the column tiles of
+//! one row, adjacent in launch order) run at the same time, while W's lines are re-read by
+//! every row block over the whole launch and should be what L2 keeps (docs/PERF.md, run 34:
+//! dense GEMM-Q 2–4% faster, sparse GEMM-Q up to 8%, GEMM-O unchanged).
+//!
 //! The slot of the virtual tile `count` (the first stage nobody multiplies) goes to the
 //! caller's `tail` copies: GEMM-O loads its `C` tile there, so that the copy overlaps the last
 //! `S - 1` k-tiles instead of starting after the loop ([`tail_stage`] says where it lands).
@@ -127,7 +132,7 @@ pub(super) unsafe fn mainloop<E: GemmElement, W: KWalk, const MT: usize, const S
         // SAFETY: rows below a_rows/w_rows and chunks below `chunks` are inside the operands
         // (guaranteed by the caller); everything else is zero-filled, not read.
         unsafe {
-            a_tile::<MT>(smem, stage).load_async_clipped::<GEMM_THREADS>(
+            a_tile::<MT>(smem, stage).load_async_clipped_evict_first::<GEMM_THREADS>(
                 ops.a.add(offset),
                 ops.row_bytes,
                 ops.a_rows,
