@@ -52,6 +52,18 @@ fn timed(engine: &Engine, what: &str, step: impl FnOnce() -> flashomni::Result<(
     Ok(())
 }
 
+/// Attention of `[q, k, v]` into `out` (only the computed blocks of `symbols`, in place).
+fn attend(
+    engine: &Engine,
+    plan: &AttentionPlan,
+    [q, k, v]: [&DeviceArray<bf16>; 3],
+    out: &mut DeviceArray<bf16>,
+    symbols: Option<&DeviceSymbols>,
+) -> flashomni::Result<()> {
+    let args = AttentionArgs { q: q.view(), k: k.view(), v: v.view(), out: out.view_mut(), lse: None, symbols };
+    engine.attention(plan, args, engine.stream())
+}
+
 /// The output projection `out = mode's addend + Σ_{mode's heads} A_h·W_hᵀ`.
 fn project_out(
     engine: &Engine,
@@ -134,17 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         engine.gemm_q(args, TOKENS, HIDDEN, HIDDEN, engine.stream())
     };
     timed(&engine, "update: GEMM-Q (dense)", || project_q(&mut q, None, &mut workspace))?;
-    timed(&engine, "update: attention (dense)", || {
-        let args = AttentionArgs {
-            q: q.view(),
-            k: k.view(),
-            v: v.view(),
-            out: attention.view_mut(),
-            lse: None,
-            symbols: None,
-        };
-        engine.attention(&plan, args, engine.stream())
-    })?;
+    timed(&engine, "update: attention (dense)", || attend(&engine, &plan, [&q, &k, &v], &mut attention, None))?;
     timed(&engine, "update: GEMM-O cache mode", || {
         project_out(&engine, (&attention, &w_o), b_o.view(), &mut cache, GemmOMode::Cache, Some(&device_symbols))
     })?;
@@ -169,15 +171,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Dispatch step: only the computed blocks, heads and tiles are recomputed.
     timed(&engine, "dispatch: GEMM-Q (computed tiles)", || project_q(&mut q, Some(&device_symbols), &mut workspace))?;
     timed(&engine, "dispatch: attention (sparse)", || {
-        let args = AttentionArgs {
-            q: q.view(),
-            k: k.view(),
-            v: v.view(),
-            out: attention.view_mut(),
-            lse: None,
-            symbols: Some(&device_symbols),
-        };
-        engine.attention(&plan, args, engine.stream())
+        attend(&engine, &plan, [&q, &k, &v], &mut attention, Some(&device_symbols))
     })?;
     timed(&engine, "dispatch: GEMM-O active mode", || {
         project_out(&engine, (&attention, &w_o), cache.view(), &mut y, GemmOMode::Active, Some(&device_symbols))
