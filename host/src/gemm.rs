@@ -40,8 +40,6 @@ use crate::validate::{check_aligned, check_len};
 const MAX_GRID_Y: u32 = 65_535;
 /// Most CTAs a grid may have along x (GEMM-Q's work items).
 const MAX_GRID_X: u64 = (1 << 31) - 1;
-/// 128-row GEMM CTAs resident on one multiprocessor.
-const LARGE_CTAS_PER_MULTIPROCESSOR: u32 = resident_ctas(GemmRows::Rows128);
 /// GEMM-Q: below this many waves of (estimated) computed 128-row tiles, 64-row CTAs are used,
 /// so the last wave is finer and less of the GPU idles in it; the threshold depends on the
 /// module's math (see [`gemm_q_min_waves_for_large_ctas`]).
@@ -61,9 +59,6 @@ fn gemm_q_min_waves_for_large_ctas(arch: Arch) -> f64 {
 /// used. With many tiles 64-row CTAs lost at every measured sparsity (r = 0.5–0.9: each
 /// re-reads the selected heads' weights for half as many rows), so sparsity does not enter.
 const GEMM_O_MIN_WAVES_FOR_LARGE_CTAS: f64 = 2.0;
-
-/// No split: every tile runs whole.
-const NO_SPLIT: GemmSplit = GemmSplit { whole_tiles: 0, parts: 1 };
 
 /// The tensors and head layout of one GEMM-Q call (`Y = X·Wᵀ + b`, `n = heads · head_dim`).
 pub struct GemmQArgs<'a, T> {
@@ -164,7 +159,7 @@ pub fn gemm_q_rows(
 ) -> GemmRows {
     let heads_per_tile = (GEMM_TILE_N / head_dim.max(1)).max(1);
     let working = large_tiles(m, n) * (1.0 - (1.0 - computed.clamp(0.0, 1.0)).powi(heads_per_tile as i32));
-    let wave = f64::from(LARGE_CTAS_PER_MULTIPROCESSOR * multiprocessors);
+    let wave = f64::from(resident_ctas(GemmRows::Rows128) * multiprocessors);
     let many_tiles = working >= gemm_q_min_waves_for_large_ctas(arch) * wave;
     let split =
         split_k.is_some_and(|k| gemm_q_split(working.round() as u32, k, GemmRows::Rows128, multiprocessors).is_some());
@@ -176,7 +171,7 @@ pub fn gemm_q_rows(
 /// `GEMM_O_MIN_WAVES_FOR_LARGE_CTAS` (2) waves of 128-row CTAs cover the output; else 128-row
 /// CTAs.
 pub fn gemm_o_rows(m: u32, n: u32, large_allowed: bool, multiprocessors: u32) -> GemmRows {
-    let wave = f64::from(LARGE_CTAS_PER_MULTIPROCESSOR * multiprocessors);
+    let wave = f64::from(resident_ctas(GemmRows::Rows128) * multiprocessors);
     let few_tiles = large_tiles(m, n) < GEMM_O_MIN_WAVES_FOR_LARGE_CTAS * wave;
     if !large_allowed || few_tiles { GemmRows::Rows64 } else { GemmRows::Rows128 }
 }
@@ -323,27 +318,23 @@ impl Engine {
             (Some(_), None) => {
                 return Err(Error::InvalidShape("a forced GEMM-Q split needs a workspace".into()));
             }
-            (Some(split), Some(_)) => split,
-            (None, Some(_)) => gemm_q_split(count, k, rows, self.multiprocessors()).unwrap_or(NO_SPLIT),
-            (None, None) => NO_SPLIT,
+            (Some(split), Some(_)) => Some(split),
+            (None, Some(_)) => gemm_q_split(count, k, rows, self.multiprocessors()),
+            (None, None) => None,
         };
-        if split.parts == 0 || split.parts > GEMM_MAX_SPLITS {
+        if let Some(split) = split
+            && (split.parts == 0 || split.parts > GEMM_MAX_SPLITS)
+        {
             return Err(Error::Unsupported(format!(
                 "a GEMM-Q split into {} parts (1 to {GEMM_MAX_SPLITS})",
                 split.parts
             )));
         }
-        let whole = split.whole_tiles.min(count);
-        let (split_first, splits, partials, arrivals, items) = match args.workspace {
-            Some(workspace) if split.parts > 1 && whole < count => {
-                let (partials, arrivals) = workspace.reserve(rows, count - whole, split.parts)?;
-                (
-                    whole,
-                    split.parts,
-                    partials,
-                    arrivals,
-                    u64::from(whole) + u64::from(count - whole) * u64::from(split.parts),
-                )
+        let (split_first, splits, partials, arrivals, items) = match (split, args.workspace) {
+            (Some(split), Some(workspace)) if split.parts > 1 && split.whole_tiles < count => {
+                let (whole, parts) = (split.whole_tiles, split.parts);
+                let (partials, arrivals) = workspace.reserve(rows, count - whole, parts)?;
+                (whole, parts, partials, arrivals, u64::from(whole) + u64::from(count - whole) * u64::from(parts))
             }
             _ => (0, 0, 0, 0, u64::from(count)),
         };
