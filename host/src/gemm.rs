@@ -40,19 +40,20 @@ use crate::validate::{check_aligned, check_len};
 const MAX_GRID_Y: u32 = 65_535;
 /// Most CTAs a grid may have along x (GEMM-Q's work items).
 const MAX_GRID_X: u64 = (1 << 31) - 1;
-/// GEMM-Q: below this many waves of (estimated) computed 128-row tiles, 64-row CTAs are used,
-/// so the last wave is finer and less of the GPU idles in it; the threshold depends on the
-/// module's math (see [`gemm_q_min_waves_for_large_ctas`]).
-fn gemm_q_min_waves_for_large_ctas(arch: Arch) -> f64 {
+/// GEMM-Q: whether 128-row CTAs should run a launch whose (estimated) working 128-row tiles
+/// fill `waves` waves (2 CTAs per multiprocessor), on the module `arch`, where `split` says
+/// that a split-K workspace would cut the partly filled last wave ([`gemm_q_split`]).
+fn gemm_q_prefers_large_ctas(arch: Arch, waves: f64, split: bool) -> bool {
     match arch {
         // `mma.sync` (run 9 of docs/PERF.md): 64-row CTAs won at 1.2 and 2.4 waves (r = 0.9)
-        // and lost at 3.0 and 3.3.
-        Arch::Sm80 => 3.0,
-        // `wgmma` (run 22): a 64-row CTA issues half-size m64 products and loses much more
-        // per tile; 64-row CTAs won only at 1.2 waves (0.085 vs 0.103 ms) and lost at 1.6
-        // (0.120 vs 0.090), 2.4 (0.172 vs 0.150) and 3.0 (0.188 vs 0.136); below one wave
-        // the two tie.
-        Arch::Sm90a => 1.5,
+        // and lost at 3.0 and 3.3; a split last wave keeps 128-row CTAs (runs 31–32).
+        Arch::Sm80 => waves >= 3.0 || split,
+        // `wgmma`: a 64-row CTA issues half-size m64 products and loses much more per tile.
+        // Run 22: 64-row CTAs won at 1.2 waves without split-K (0.085 vs 0.103 ms) and lost
+        // at 1.6, 2.4 and 3.0. Run 37: they lose a full single wave (M = 1408 dense: 0.069
+        // against 0.047 ms) and a split 1.2 waves (0.090 against 0.073 ms), and win at most
+        // half a wave even against a split (10–96 tiles: 0.016–0.034 against 0.021–0.035 ms).
+        Arch::Sm90a => waves > 0.5 && (waves <= 1.0 || waves >= 1.5 || split),
     }
 }
 /// GEMM-O: below this many waves of 128-row tiles (every tile is written), 64-row CTAs are
@@ -139,11 +140,12 @@ fn large_tiles(m: u32, n: u32) -> f64 {
     f64::from(m.div_ceil(GemmRows::Rows128.rows())) * f64::from(n.div_ceil(GEMM_TILE_N))
 }
 
-/// The GEMM-Q heuristic for kernel module `arch`: 64-row CTAs when fewer than 3 (`Sm80`) or
-/// 1.5 (`Sm90a`) waves of 128-row CTAs would do work (2 per multiprocessor), else 128-row CTAs.
-/// With `split_k = Some(k)` (the call has a [`GemmWorkspace`] and a reduction of length `k`),
-/// 128-row CTAs are kept wherever their partly filled last wave would be split
-/// ([`gemm_q_split`]): that measured faster than 64-row CTAs (docs/PERF.md, runs 31–32).
+/// The GEMM-Q heuristic for kernel module `arch`, in waves of working 128-row CTAs (2 per
+/// multiprocessor): `Sm80` takes 64-row CTAs below 3 waves; `Sm90a` takes them up to half a
+/// wave and between 1 and 1.5 waves. With `split_k = Some(k)` (the call has a
+/// [`GemmWorkspace`] and a reduction of length `k`), 128-row CTAs are kept above half a wave
+/// wherever their partly filled last wave would be split ([`gemm_q_split`]): that measured
+/// faster than 64-row CTAs (docs/PERF.md, runs 31–32 and 37).
 ///
 /// The working tiles are estimated from `computed` (the fraction of computed (query block,
 /// head) pairs; 1 without symbols): a tile spanning `h = max(1, 128 / head_dim)` heads works
@@ -160,10 +162,9 @@ pub fn gemm_q_rows(
     let heads_per_tile = (GEMM_TILE_N / head_dim.max(1)).max(1);
     let working = large_tiles(m, n) * (1.0 - (1.0 - computed.clamp(0.0, 1.0)).powi(heads_per_tile as i32));
     let wave = f64::from(resident_ctas(GemmRows::Rows128) * multiprocessors);
-    let many_tiles = working >= gemm_q_min_waves_for_large_ctas(arch) * wave;
     let split =
         split_k.is_some_and(|k| gemm_q_split(working.round() as u32, k, GemmRows::Rows128, multiprocessors).is_some());
-    if many_tiles || split { GemmRows::Rows128 } else { GemmRows::Rows64 }
+    if gemm_q_prefers_large_ctas(arch, working / wave, split) { GemmRows::Rows128 } else { GemmRows::Rows64 }
 }
 
 /// The GEMM-O heuristic: 64-row CTAs when 128-row ones cannot be used (`large_allowed` false:
@@ -506,28 +507,36 @@ mod tests {
             assert_eq!(gemm_q_rows(arch, 33_792, 3072, 128, 0.25, 132, None), GemmRows::Rows128);
             // 317 working tiles at M = 16896, r = 0.9: 1.2 waves.
             assert_eq!(gemm_q_rows(arch, 16_896, 3072, 128, 0.1, 132, None), GemmRows::Rows64);
-            // A small dense launch fills the GPU better with small CTAs.
+            // A small dense launch (96 tiles) fills the GPU better with small CTAs.
             assert_eq!(gemm_q_rows(arch, 512, 3072, 128, 1.0, 132, None), GemmRows::Rows64);
             // 4608 rows dense: 864 tiles, 3.3 waves: 128-row CTAs (64-row ones measured slower).
             assert_eq!(gemm_q_rows(arch, 4608, 3072, 128, 1.0, 132, None), GemmRows::Rows128);
-            // head_dim 64: a tile works if either of its two heads is computed (0.02: 0.5 waves).
-            assert_eq!(gemm_q_rows(arch, 33_792, 3072, 64, 0.02, 132, None), GemmRows::Rows64);
         }
-        // Between 1.5 and 3 waves the modules differ: 634 working tiles (2.4 waves) at
-        // M = 33792, r = 0.9; 432 (1.6 waves) at M = 4608, r = 0.5.
+        // Between half a wave and 3 waves the modules differ: 634 working tiles (2.4 waves)
+        // at M = 33792, r = 0.9; 432 (1.6 waves) at M = 4608, r = 0.5; exactly one wave at
+        // M = 1408; head_dim 64 with 2% computed: a tile works if either of its two heads is
+        // computed, 251 tiles (0.95 waves).
         assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 128, 0.1, 132, None), GemmRows::Rows64);
         assert_eq!(gemm_q_rows(Arch::Sm90a, 33_792, 3072, 128, 0.1, 132, None), GemmRows::Rows128);
         assert_eq!(gemm_q_rows(Arch::Sm80, 4608, 3072, 128, 0.5, 132, None), GemmRows::Rows64);
         assert_eq!(gemm_q_rows(Arch::Sm90a, 4608, 3072, 128, 0.5, 132, None), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm80, 1408, 3072, 128, 1.0, 132, None), GemmRows::Rows64);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, 1408, 3072, 128, 1.0, 132, None), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 64, 0.02, 132, None), GemmRows::Rows64);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, 33_792, 3072, 64, 0.02, 132, None), GemmRows::Rows128);
         assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 64, 0.1, 132, None), GemmRows::Rows128);
         // With a split-K workspace, 128-row CTAs whose last wave splits: 317 working tiles at
-        // M = 16896, r = 0.9 (264 + 53, cut in 4); 216 at M = 4608, r = 0.75 (no split: the
-        // one wave is more than half full) keep 64-row CTAs.
+        // M = 16896, r = 0.9 (264 + 53, cut in 4). Too short a reduction splits nothing.
         for arch in Arch::ALL {
             assert_eq!(gemm_q_rows(arch, 16_896, 3072, 128, 0.1, 132, Some(3072)), GemmRows::Rows128);
-            assert_eq!(gemm_q_rows(arch, 4608, 3072, 128, 0.25, 132, Some(3072)), GemmRows::Rows64);
             assert_eq!(gemm_q_rows(arch, 16_896, 3072, 128, 0.1, 132, Some(64)), GemmRows::Rows64, "k too short");
         }
+        // 216 working tiles at M = 4608, r = 0.75 (0.8 waves, more than half full: no split);
+        // 86 at M = 4608, r = 0.9 (a third of a wave, split on either module).
+        assert_eq!(gemm_q_rows(Arch::Sm80, 4608, 3072, 128, 0.25, 132, Some(3072)), GemmRows::Rows64);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, 4608, 3072, 128, 0.25, 132, Some(3072)), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm80, 4608, 3072, 128, 0.1, 132, Some(3072)), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, 4608, 3072, 128, 0.1, 132, Some(3072)), GemmRows::Rows64);
     }
 
     #[test]

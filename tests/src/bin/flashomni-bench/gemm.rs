@@ -1,7 +1,12 @@
 //! GEMM benchmark cases: M ∈ sizes, K = N = 3072 (H = 24 heads of D = 128), bf16, cache ratios
 //! 0, 0.5, 0.75, 0.9 for GEMM-Q and for GEMM-O in active mode (the dispatch-step path).
+//!
+//! Each M also times a device-to-device copy of the `[M, N]` cache matrix into the output
+//! (`op` = `copy`): the bytes GEMM-O's active mode must read and write at the least, moved by
+//! the driver's copy engine path, so its time is the measured floor of that mode.
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
+use cust::stream::Stream;
 use flashomni::{DeviceArray, DeviceSymbols, Engine, GemmOArgs, GemmOMode, GemmQArgs, GemmWorkspace};
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::gpu::random_device_array;
@@ -31,6 +36,24 @@ fn computed_fraction(symbols: &PackedSymbols, m: u32) -> f64 {
     computed / (m as f64 * HEADS as f64)
 }
 
+/// Copies `source` into `destination` (same length) on `stream`, asynchronously.
+fn copy_on_stream(source: &DeviceArray<bf16>, destination: &mut DeviceArray<bf16>, stream: &Stream) -> Result<()> {
+    ensure!(source.len() == destination.len(), "copy between arrays of different lengths");
+    let bytes = source.len() * size_of::<bf16>();
+    // SAFETY: both arrays are live device allocations of `bytes` bytes owned by the caller, and
+    // the caller synchronizes the stream before either is freed or read on the host.
+    let status = unsafe {
+        cust::sys::cuMemcpyDtoDAsync_v2(
+            destination.view_mut().address(),
+            source.view().address(),
+            bytes,
+            stream.as_inner(),
+        )
+    };
+    ensure!(status == cust::sys::CUresult::CUDA_SUCCESS, "cuMemcpyDtoDAsync failed: {status:?}");
+    Ok(())
+}
+
 /// Runs every GEMM case and returns one row per case.
 pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
@@ -44,6 +67,19 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
         let bias = random_device_array::<bf16>(&mut rng, WIDTH as usize, 1.0)?;
         let cache = random_device_array::<bf16>(&mut rng, elements, 1.0)?;
         let mut out = DeviceArray::<bf16>::uninitialized(elements)?;
+        let copy_ms = median_ms(stream, options.warmup, options.iters, || copy_on_stream(&cache, &mut out, stream))?;
+        rows.push(Row {
+            op: "copy",
+            n: m,
+            heads: HEADS,
+            dim: HEAD_DIM,
+            kv_density: 1.0,
+            cache_ratio: 0.0,
+            requested_density: 1.0,
+            ms: copy_ms,
+            tflops: 0.0,
+        });
+        eprintln!("bench: gemm m={m}: copy of the cache matrix {copy_ms:.3} ms");
         let requests = [RequestShape::new(m, m)];
         let geometry = SymbolGeometry::new(HEADS, 128, 128, &requests)?;
         for ratio in CACHE_RATIOS {

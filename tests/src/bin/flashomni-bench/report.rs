@@ -13,7 +13,7 @@ use crate::parallel::ParallelRow;
 /// One of our measurements.
 #[derive(Clone, Debug)]
 pub struct Row {
-    /// `attention`, `gemm_q` or `gemm_o`.
+    /// `attention`, `gemm_q`, `gemm_o`, or `copy` (the cache-matrix copy that floors GEMM-O).
     pub op: &'static str,
     /// Tokens (attention) or M (GEMMs).
     pub n: u32,
@@ -47,7 +47,12 @@ fn flex_at(anchors: &[AnchorRow], n: u32, density: f64) -> Option<&AnchorRow> {
 /// Ratios of one row against the anchors: (name, value) pairs, value > 1 means we are faster.
 fn ratios(row: &Row, rows: &[Row], anchors: &[AnchorRow]) -> Vec<(&'static str, f64)> {
     let mut out = Vec::new();
-    if row.op != "attention" {
+    if row.op == "gemm_o"
+        && let Some(copy) = rows.iter().find(|r| r.op == "copy" && r.n == row.n)
+    {
+        out.push(("time_vs_copy", row.ms / copy.ms));
+    }
+    if row.op == "gemm_q" || row.op == "gemm_o" {
         if let Some(cublas) = anchor(anchors, "cublas", "gemm", row.n).next() {
             out.push(("speedup_vs_cublas", cublas.ms / row.ms));
         }
@@ -102,22 +107,23 @@ pub fn print_table(rows: &[Row], anchors: &[AnchorRow]) {
     }
     if rows.iter().any(|row| row.op != "attention") {
         println!(
-            "\n{:<10} {:>6} {:>6} {:>9} {:>8} {:>9} {:>9}",
-            "op", "m", "cache", "ms", "TFLOP/s", "xcublas", "xdense"
+            "\n{:<10} {:>6} {:>6} {:>9} {:>8} {:>9} {:>9} {:>9}",
+            "op", "m", "cache", "ms", "TFLOP/s", "xcublas", "xdense", "/copy"
         );
     }
     for row in rows.iter().filter(|row| row.op != "attention") {
         let r = ratios(row, rows, anchors);
         let get = |key: &str| r.iter().find(|(k, _)| *k == key).map_or("-".to_owned(), |(_, v)| format!("{v:.2}"));
         println!(
-            "{:<10} {:>6} {:>6.2} {:>9.3} {:>8.1} {:>9} {:>9}",
+            "{:<10} {:>6} {:>6.2} {:>9.3} {:>8.1} {:>9} {:>9} {:>9}",
             row.op,
             row.n,
             row.cache_ratio,
             row.ms,
             row.tflops,
             get("speedup_vs_cublas"),
-            get("speedup_vs_own_dense")
+            get("speedup_vs_own_dense"),
+            get("time_vs_copy")
         );
     }
     if !anchors.is_empty() {
@@ -127,7 +133,8 @@ pub fn print_table(rows: &[Row], anchors: &[AnchorRow]) {
         }
     }
     println!(
-        "\nx<anchor>: anchor time / our time (>1: we are faster); xflex: our effective TFLOP/s / flex's at the same density"
+        "\nx<anchor>: anchor time / our time (>1: we are faster); xflex: our effective TFLOP/s / flex's at the same density; \
+         /copy: our time / the time to copy the [m, n] cache matrix (GEMM-O's memory floor)"
     );
 }
 
