@@ -143,9 +143,9 @@ fn large_tiles(m: u32, n: u32) -> f64 {
 /// The GEMM-Q heuristic for kernel module `arch`, in waves of working 128-row CTAs (2 per
 /// multiprocessor): `Sm80` takes 64-row CTAs below 3 waves; `Sm90a` takes them up to half a
 /// wave and between 1 and 1.5 waves. With `split_k = Some(k)` (the call has a
-/// [`GemmWorkspace`] and a reduction of length `k`), 128-row CTAs are kept above half a wave
-/// wherever their partly filled last wave would be split ([`gemm_q_split`]): that measured
-/// faster than 64-row CTAs (docs/PERF.md, runs 31–32 and 37).
+/// [`GemmWorkspace`] and a reduction of length `k`), 128-row CTAs are kept wherever their
+/// partly filled last wave would be split ([`gemm_q_split`]), on `Sm90a` only above half a
+/// wave: that measured faster than 64-row CTAs (docs/PERF.md, runs 31–32 and 37).
 ///
 /// The working tiles are estimated from `computed` (the fraction of computed (query block,
 /// head) pairs; 1 without symbols): a tile spanning `h = max(1, 128 / head_dim)` heads works
