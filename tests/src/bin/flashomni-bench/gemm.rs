@@ -54,6 +54,11 @@ fn copy_on_stream(source: &DeviceArray<bf16>, destination: &mut DeviceArray<bf16
     Ok(())
 }
 
+/// A result row of the GEMM shapes (H = 24 heads of D = 128, every KV block kept) at `m` rows.
+fn gemm_row(op: &'static str, m: u32, cache_ratio: f64, ms: f64, tflops: f64) -> Row {
+    Row { op, n: m, heads: HEADS, dim: HEAD_DIM, kv_density: 1.0, cache_ratio, requested_density: 1.0, ms, tflops }
+}
+
 /// Runs every GEMM case and returns one row per case.
 pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
@@ -68,17 +73,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
         let cache = random_device_array::<bf16>(&mut rng, elements, 1.0)?;
         let mut out = DeviceArray::<bf16>::uninitialized(elements)?;
         let copy_ms = median_ms(stream, options.warmup, options.iters, || copy_on_stream(&cache, &mut out, stream))?;
-        rows.push(Row {
-            op: "copy",
-            n: m,
-            heads: HEADS,
-            dim: HEAD_DIM,
-            kv_density: 1.0,
-            cache_ratio: 0.0,
-            requested_density: 1.0,
-            ms: copy_ms,
-            tflops: 0.0,
-        });
+        rows.push(gemm_row("copy", m, 0.0, copy_ms, 0.0));
         eprintln!("bench: gemm m={m}: copy of the cache matrix {copy_ms:.3} ms");
         let requests = [RequestShape::new(m, m)];
         let geometry = SymbolGeometry::new(HEADS, 128, 128, &requests)?;
@@ -118,18 +113,9 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
                 };
                 Ok(engine.gemm_o(args, m, WIDTH, WIDTH, stream)?)
             })?;
+            let cache_ratio = if ratio > 0.0 { measured } else { 0.0 };
             for (op, ms) in [("gemm_q", q_ms), ("gemm_o", o_ms)] {
-                rows.push(Row {
-                    op,
-                    n: m,
-                    heads: HEADS,
-                    dim: HEAD_DIM,
-                    kv_density: 1.0,
-                    cache_ratio: if ratio > 0.0 { measured } else { 0.0 },
-                    requested_density: 1.0,
-                    ms,
-                    tflops: flops / ms / 1e9,
-                });
+                rows.push(gemm_row(op, m, cache_ratio, ms, flops / ms / 1e9));
             }
             eprintln!("bench: gemm m={m} cache={ratio}: gemm_q {q_ms:.3} ms, gemm_o {o_ms:.3} ms");
         }
