@@ -74,6 +74,11 @@ public_api="$(IFS=,; echo "${exports[*]}")"
 "$llvm_bin/llc" "$scratch/optimized.bc" -o "$out" \
   -mtriple=nvptx64-nvidia-cuda -mcpu="$cpu" -mattr="$features" "$opt_level" ${NVPTX_LLC_FLAGS:-}
 
+# The GEMM entries carry CUDA tensor maps in their parameter, which must be 64-byte aligned;
+# rustc's NVPTX calling convention caps a parameter's alignment at 16, so declare it here (the
+# maps sit at 64-byte multiples inside the struct; tests/tests/ptx_abi.rs checks the result).
+sed -i -E 's/^([[:space:]]*\.param \.align )[0-9]+( \.b8 flashomni_gemm_[A-Za-z0-9_]+_param_0\[)/\164\2/' "$out"
+
 # A module that still needs symbols from elsewhere cannot be loaded by the driver.
 if grep -nE '^\.extern[[:space:]]+\.(func|global|const)' "$out" >&2; then
   echo "nvptx-link: unresolved external symbols in $out" >&2

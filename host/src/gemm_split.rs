@@ -43,7 +43,11 @@ pub struct GemmSplit {
 /// last wave are cut into as many parts as still fit in one wave (at most
 /// [`GEMM_MAX_SPLITS`], each part at least 8 k-tiles).
 pub fn gemm_q_split(tiles: u32, k: u32, rows: GemmRows, multiprocessors: u32) -> Option<GemmSplit> {
-    let slots = resident_ctas(rows) * multiprocessors;
+    split_over_slots(tiles, k, resident_ctas(rows) * multiprocessors)
+}
+
+/// [`gemm_q_split`] for a wave of `slots` CTAs.
+pub(crate) fn split_over_slots(tiles: u32, k: u32, slots: u32) -> Option<GemmSplit> {
     if slots == 0 {
         return None;
     }

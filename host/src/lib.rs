@@ -54,6 +54,7 @@ mod memory;
 mod module;
 pub mod parallel;
 mod schedule;
+mod tensor_map;
 mod validate;
 
 pub use attention::{AttentionArgs, AttentionConfig, AttentionPlan, KvLayout};

@@ -113,6 +113,8 @@ pub struct KernelAbi {
     pub name: &'static str,
     /// Size in bytes of the single by-value parameter.
     pub param_size: usize,
+    /// Alignment the PTX must declare for that parameter.
+    pub param_align: usize,
 }
 
 /// The attention entry for an element type, head dimension and CTA size, if one is built.
@@ -191,6 +193,25 @@ pub const GEMM_O_MODE_CACHE: u32 = 0;
 /// [`GemmParams::mode`] of GEMM-O active mode: sum the heads with S_c = 1, plus C.
 pub const GEMM_O_MODE_ACTIVE: u32 = 1;
 
+/// A CUDA tensor map (`CUtensorMap`): the opaque 128-byte descriptor, encoded on the host by
+/// the driver, that a tensor-memory copy (`cp.async.bulk.tensor`) reads to move a box of a
+/// matrix into shared memory. Kernel parameters are one of the places it may live.
+///
+/// The hardware wants it 64-byte aligned, but rustc's NVPTX calling convention accepts no
+/// parameter alignment above 16, so the type is 16-byte aligned, [`GemmParams`] places its
+/// maps at multiples of [`TENSOR_MAP_ALIGN`] bytes, and the PTX link step
+/// (`tools/nvptx-link.sh`) declares the GEMM entries' parameter `.align 64`.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TensorMap {
+    /// The driver's encoding.
+    pub words: [u64; 16],
+}
+
+/// Alignment a [`TensorMap`] needs in memory, and the declared alignment of the parameter of
+/// every GEMM entry.
+pub const TENSOR_MAP_ALIGN: usize = 64;
+
 /// Parameters of one GEMM-Q or GEMM-O launch: `out = addend + A·Wᵀ` over a selection of the
 /// reduction or output axis.
 ///
@@ -210,6 +231,19 @@ pub const GEMM_O_MODE_ACTIVE: u32 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GemmParams {
+    /// `sm_90a` module: `A` as a 2-D tensor (`k` × `m`, row stride `2k` bytes) copied in boxes
+    /// of [`GEMM_TILE_K`] × the entry's rows with the 128-byte swizzle; unused (zero) by the
+    /// portable module.
+    pub a_map: TensorMap,
+    /// `sm_90a` module: `W` as a 2-D tensor (`k` × `n`) copied in [`GEMM_TILE_K`] ×
+    /// [`GEMM_TILE_N`] boxes with the 128-byte swizzle; unused by the portable module.
+    pub w_map: TensorMap,
+    /// `sm_90a` module, GEMM-O with `C`: `C` as a 2-D tensor (`n` × `m`) copied in boxes of 64
+    /// columns × the entry's rows with the 128-byte swizzle; unused otherwise.
+    pub c_map: TensorMap,
+    /// `sm_90a` module: the output as a 2-D tensor (`n` × `m`) stored in boxes of 64 columns ×
+    /// the entry's rows with the 128-byte swizzle; unused by the portable module.
+    pub out_map: TensorMap,
     /// Activations `A`, `[m, k]`.
     pub a: u64,
     /// Weights `W`, `[n, k]` (a Linear layer's weight).
@@ -297,31 +331,77 @@ pub const fn gemm_stage_bytes(rows: GemmRows) -> u32 {
     (rows.rows() + GEMM_TILE_N) * GEMM_TILE_K * 2
 }
 
+/// Bytes of the GEMM's stage barriers: one 8-byte `mbarrier` per pipeline stage, on which the
+/// `sm_90a` module's tensor-memory copies signal that a stage landed.
+pub const fn gemm_barrier_bytes(rows: GemmRows) -> u32 {
+    rows.stages() * 8
+}
+
 /// Dynamic shared memory a GEMM CTA needs: the pipeline stages (reused by the epilogue to
-/// stage the output tile) and GEMM-O's head list.
+/// stage the output tile), GEMM-O's head list, and the stage barriers.
 pub const fn gemm_shared_bytes(rows: GemmRows) -> u32 {
-    rows.stages() * gemm_stage_bytes(rows) + GEMM_MAX_HEADS * 4
+    rows.stages() * gemm_stage_bytes(rows) + GEMM_MAX_HEADS * 4 + gemm_barrier_bytes(rows)
 }
 
 const ATTENTION_PARAMS: usize = core::mem::size_of::<AttentionParams>();
 const GEMM_PARAMS: usize = core::mem::size_of::<GemmParams>();
 
+const _: () = assert!(
+    core::mem::offset_of!(GemmParams, a_map).is_multiple_of(TENSOR_MAP_ALIGN)
+        && core::mem::offset_of!(GemmParams, w_map).is_multiple_of(TENSOR_MAP_ALIGN)
+        && core::mem::offset_of!(GemmParams, c_map).is_multiple_of(TENSOR_MAP_ALIGN)
+        && core::mem::offset_of!(GemmParams, out_map).is_multiple_of(TENSOR_MAP_ALIGN),
+    "tensor maps sit at 64-byte multiples of the (64-byte aligned) GEMM parameter"
+);
+
 /// Every entry the PTX module must contain, with its parameter size.
 pub const KERNELS: &[KernelAbi] = &[
-    KernelAbi { name: "flashomni_attention_bf16_d64_r64", param_size: ATTENTION_PARAMS },
-    KernelAbi { name: "flashomni_attention_bf16_d64_r128", param_size: ATTENTION_PARAMS },
-    KernelAbi { name: "flashomni_attention_bf16_d128_r64", param_size: ATTENTION_PARAMS },
-    KernelAbi { name: "flashomni_attention_bf16_d128_r128", param_size: ATTENTION_PARAMS },
-    KernelAbi { name: "flashomni_attention_f16_d64_r64", param_size: ATTENTION_PARAMS },
-    KernelAbi { name: "flashomni_attention_f16_d64_r128", param_size: ATTENTION_PARAMS },
-    KernelAbi { name: "flashomni_attention_f16_d128_r64", param_size: ATTENTION_PARAMS },
-    KernelAbi { name: "flashomni_attention_f16_d128_r128", param_size: ATTENTION_PARAMS },
-    KernelAbi { name: gemm_q_entry(ElementKind::Bf16, GemmRows::Rows64), param_size: GEMM_PARAMS },
-    KernelAbi { name: gemm_q_entry(ElementKind::Bf16, GemmRows::Rows128), param_size: GEMM_PARAMS },
-    KernelAbi { name: gemm_q_entry(ElementKind::F16, GemmRows::Rows64), param_size: GEMM_PARAMS },
-    KernelAbi { name: gemm_q_entry(ElementKind::F16, GemmRows::Rows128), param_size: GEMM_PARAMS },
-    KernelAbi { name: gemm_o_entry(ElementKind::Bf16, GemmRows::Rows64), param_size: GEMM_PARAMS },
-    KernelAbi { name: gemm_o_entry(ElementKind::Bf16, GemmRows::Rows128), param_size: GEMM_PARAMS },
-    KernelAbi { name: gemm_o_entry(ElementKind::F16, GemmRows::Rows64), param_size: GEMM_PARAMS },
-    KernelAbi { name: gemm_o_entry(ElementKind::F16, GemmRows::Rows128), param_size: GEMM_PARAMS },
+    KernelAbi { name: "flashomni_attention_bf16_d64_r64", param_size: ATTENTION_PARAMS, param_align: 8 },
+    KernelAbi { name: "flashomni_attention_bf16_d64_r128", param_size: ATTENTION_PARAMS, param_align: 8 },
+    KernelAbi { name: "flashomni_attention_bf16_d128_r64", param_size: ATTENTION_PARAMS, param_align: 8 },
+    KernelAbi { name: "flashomni_attention_bf16_d128_r128", param_size: ATTENTION_PARAMS, param_align: 8 },
+    KernelAbi { name: "flashomni_attention_f16_d64_r64", param_size: ATTENTION_PARAMS, param_align: 8 },
+    KernelAbi { name: "flashomni_attention_f16_d64_r128", param_size: ATTENTION_PARAMS, param_align: 8 },
+    KernelAbi { name: "flashomni_attention_f16_d128_r64", param_size: ATTENTION_PARAMS, param_align: 8 },
+    KernelAbi { name: "flashomni_attention_f16_d128_r128", param_size: ATTENTION_PARAMS, param_align: 8 },
+    KernelAbi {
+        name: gemm_q_entry(ElementKind::Bf16, GemmRows::Rows64),
+        param_size: GEMM_PARAMS,
+        param_align: TENSOR_MAP_ALIGN,
+    },
+    KernelAbi {
+        name: gemm_q_entry(ElementKind::Bf16, GemmRows::Rows128),
+        param_size: GEMM_PARAMS,
+        param_align: TENSOR_MAP_ALIGN,
+    },
+    KernelAbi {
+        name: gemm_q_entry(ElementKind::F16, GemmRows::Rows64),
+        param_size: GEMM_PARAMS,
+        param_align: TENSOR_MAP_ALIGN,
+    },
+    KernelAbi {
+        name: gemm_q_entry(ElementKind::F16, GemmRows::Rows128),
+        param_size: GEMM_PARAMS,
+        param_align: TENSOR_MAP_ALIGN,
+    },
+    KernelAbi {
+        name: gemm_o_entry(ElementKind::Bf16, GemmRows::Rows64),
+        param_size: GEMM_PARAMS,
+        param_align: TENSOR_MAP_ALIGN,
+    },
+    KernelAbi {
+        name: gemm_o_entry(ElementKind::Bf16, GemmRows::Rows128),
+        param_size: GEMM_PARAMS,
+        param_align: TENSOR_MAP_ALIGN,
+    },
+    KernelAbi {
+        name: gemm_o_entry(ElementKind::F16, GemmRows::Rows64),
+        param_size: GEMM_PARAMS,
+        param_align: TENSOR_MAP_ALIGN,
+    },
+    KernelAbi {
+        name: gemm_o_entry(ElementKind::F16, GemmRows::Rows128),
+        param_size: GEMM_PARAMS,
+        param_align: TENSOR_MAP_ALIGN,
+    },
 ];

@@ -7,6 +7,8 @@ mod params;
 mod ptx;
 mod tile;
 #[cfg(target_feature = "sm_90a")]
+mod tma;
+#[cfg(target_feature = "sm_90a")]
 mod wgmma;
 
 use core::arch::global_asm;

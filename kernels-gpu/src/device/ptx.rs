@@ -66,20 +66,36 @@ pub unsafe fn cp_async_16(shared: u32, global: *const u8, src_bytes: u32) {
     };
 }
 
+/// `createpolicy.fractional` with primary priority `$priority` for every line: the policy value
+/// in a register.
+macro_rules! fractional_policy {
+    ($priority:literal) => {{
+        let policy: u64;
+        // SAFETY: only computes a policy value into a register.
+        unsafe {
+            asm!(
+                concat!("createpolicy.fractional.L2::", $priority, ".b64 {0}, 1.0;"),
+                out(reg64) policy, options(pure, nomem, nostack)
+            )
+        };
+        policy
+    }};
+}
+
 /// An L2 cache policy (`createpolicy`) under which the lines an access brings into L2 are the
 /// first to be evicted: for data read or written once, so that it does not push out lines
 /// that other CTAs will read again.
 #[inline(always)]
 pub fn evict_first_policy() -> u64 {
-    let policy: u64;
-    // SAFETY: only computes a policy value into a register.
-    unsafe {
-        asm!(
-            "createpolicy.fractional.L2::evict_first.b64 {0}, 1.0;",
-            out(reg64) policy, options(pure, nomem, nostack)
-        )
-    };
-    policy
+    fractional_policy!("evict_first")
+}
+
+/// An L2 cache policy under which lines are kept as usual (`evict_normal`), for accesses that
+/// take a policy operand but should not change how long their lines stay.
+#[cfg(target_feature = "sm_90a")]
+#[inline(always)]
+pub fn evict_normal_policy() -> u64 {
+    fractional_policy!("evict_normal")
 }
 
 /// [`cp_async_16`] under the L2 cache policy `policy` (from [`evict_first_policy`]).

@@ -5,7 +5,7 @@
 //! `c` of row `r` is stored at chunk `c ^ (r % 8)`, so the 8 rows an `ldmatrix` phase reads, or
 //! the 8 rows a warp's 16-byte copies write, always fall in 8 distinct bank groups.
 
-use super::ptx::{cp_async_16, cp_async_16_with_policy, evict_first_policy, thread_index};
+use super::ptx::{cp_async_16, cp_async_16_with_policy, thread_index};
 
 /// A `rows × chunks·8` tile of 16-bit elements at a shared address. The sizes are plain fields:
 /// kernels build tiles from constants, so they fold away after inlining.
@@ -79,11 +79,14 @@ impl Tile {
 
     /// Like [`Tile::load_async_clipped`], for data that no CTA needs from L2 for long (read
     /// once, or only by CTAs running at the same time): the copies bring the lines into L2 as
-    /// the first to be evicted ([`evict_first_policy`]), so that they do not push out operands
+    /// the first to be evicted ([`super::ptx::evict_first_policy`]), so that they do not push out operands
     /// that CTAs re-read over the whole launch.
+    ///
+    /// Only the portable module copies tiles this way; `sm_90a` uses tensor-memory copies.
     ///
     /// # Safety
     /// As for [`Tile::load_async_clipped`].
+    #[cfg(not(target_feature = "sm_90a"))]
     #[inline(always)]
     pub unsafe fn load_async_clipped_evict_first<const THREADS: u32>(
         &self,
@@ -92,7 +95,7 @@ impl Tile {
         valid_rows: u32,
         valid_chunks: u32,
     ) {
-        let policy = evict_first_policy();
+        let policy = super::ptx::evict_first_policy();
         // SAFETY: forwarded.
         unsafe { self.copy_rows::<THREADS>(global, row_stride, valid_rows, valid_chunks, Some(policy)) }
     }

@@ -1,106 +1,91 @@
-//! The GEMM epilogue shared by GEMM-Q and GEMM-O: f32 addends, rounding, and 16-byte stores
-//! through a swizzled shared-memory staging tile.
+//! The GEMM epilogue shared by GEMM-Q and GEMM-O: f32 addends, rounding, and the output tile
+//! written through a swizzled shared-memory staging tile.
 //!
-//! 1. When the launch has a `C` matrix, its tile is copied (`cp.async`, edges zero-filled) into
-//!    the staging tile, which lives in the drained pipeline's shared memory: by the main loop
-//!    as its tail copies ([`load_c_tile`], overlapping the last k-tiles) when the tile fits in
-//!    one stage ([`c_in_stage`]), otherwise here. `C` is read once, so its lines enter L2 as
-//!    the first to be evicted.
+//! The staging tile is [`OUT_PANELS`] panels of 64 columns, each a 128-byte-swizzled
+//! [`Tile`] of 8 chunks per row: the layout a tensor-memory copy writes and reads, so that on
+//! `sm_90a` the `C` tile arrives and the output tile leaves as whole boxes.
+//!
+//! 1. When the launch has a `C` matrix, the main loop already copied its tile into the
+//!    staging tile as its tail copies (the module's `load_c`, overlapping the last k-tiles; `C`
+//!    is read once, so its lines enter L2 as the first to be evicted).
 //! 2. Each lane adds `C` (read back from the staging tile) and the bias vector to its
 //!    accumulators in f32, rounds, and writes the pairs into the staging tile (the swizzle
 //!    makes both the 4-byte fragment accesses and the 16-byte row reads conflict-free).
-//! 3. The CTA writes the tile row by row with 16-byte streaming stores (no CTA reads the
-//!    output back), skipping rows and columns past the matrix and every `(row, chunk)` the
-//!    caller's predicate rejects.
+//! 3. A whole tile leaves through the module's bulk store when it has one (`sm_90a`: two
+//!    boxes, clipped to the matrix by the copy engine). Otherwise the CTA writes it row by
+//!    row with 16-byte streaming stores, skipping rows and columns past the matrix and every
+//!    `(row, chunk)` the caller's predicate rejects.
 //!
 //! Keeping the streamed `C` and output out of L2's way leaves it to the operands that every
 //! CTA of a row or column re-reads (docs/PERF.md, runs 28–29: GEMM-O active at r = 0.9 ~5%
 //! faster).
 
+use super::copy::StageSource;
 use super::math::fragment_origin;
-use super::{Accumulators, ELEMENT_BYTES, stage_bytes, tile_m};
+use super::{Accumulators, ELEMENT_BYTES, K_CHUNKS, tile_m};
 use crate::abi::{GEMM_THREADS, GEMM_TILE_N, GemmParams};
 use crate::device::element::MmaElement;
 use crate::device::ptx::{
-    cp_async_commit, cp_async_wait, ld_shared_b32, ld_shared_v4, st_global_v4_streaming, st_shared_b32, sync_threads,
-    thread_index,
+    ld_shared_b32, ld_shared_v4, st_global_v4_streaming, st_shared_b32, sync_threads, thread_index,
 };
 use crate::device::tile::Tile;
 
 /// 16-byte chunks per output tile row.
-const OUT_CHUNKS: u32 = GEMM_TILE_N / 8;
+pub(super) const OUT_CHUNKS: u32 = GEMM_TILE_N / 8;
+/// 64-column panels of the staged output tile.
+pub(super) const OUT_PANELS: u32 = OUT_CHUNKS / K_CHUNKS;
 
-/// Whether the staged output tile of a CTA with `MT` m16 tiles per warp fits in one pipeline
-/// stage, so that the main loop can copy the `C` tile there as its tail copies.
-pub(super) const fn c_in_stage(mt: usize) -> bool {
-    tile_m(mt) * OUT_CHUNKS * 16 <= stage_bytes(mt)
+/// Bytes of the staged output tile of a CTA with `MT` m16 tiles per warp.
+pub(super) const fn staging_bytes(mt: usize) -> u32 {
+    tile_m(mt) * OUT_CHUNKS * 16
 }
 
-/// Issues (does not commit) the `cp.async` copies of the CTA's `C` tile at (`m0`, `n0`) into
-/// the staging tile at shared address `staging`; edges are zero-filled.
-///
-/// # Safety
-/// `p` must describe a validated launch with a `C` matrix; `staging` must be the base of
-/// `tile_m(MT) · GEMM_TILE_N · 2` bytes of the CTA's shared memory, 1024-byte aligned.
+/// Panel `panel` (columns `64·panel …`) of the staged output tile at shared address `staging`.
 #[inline(always)]
-pub(super) unsafe fn load_c_tile<const MT: usize>(p: &GemmParams, m0: u32, n0: u32, staging: u32) {
-    let rows = (p.m - m0).min(tile_m(MT));
-    let chunks = ((p.n - n0) / 8).min(OUT_CHUNKS);
-    let row_bytes = p.n as u64 * ELEMENT_BYTES;
-    let corner = (m0 as u64 * p.n as u64 + n0 as u64) * ELEMENT_BYTES;
-    // SAFETY: rows below `rows` and chunks below `chunks` lie inside C ([m, n]); the rest is
-    // zero-filled.
-    unsafe {
-        Tile::at(staging, tile_m(MT), OUT_CHUNKS).load_async_clipped_evict_first::<GEMM_THREADS>(
-            (p.c as *const u8).add(corner as usize),
-            row_bytes,
-            rows,
-            chunks,
-        );
-    }
+pub(super) const fn out_panel<const MT: usize>(staging: u32, panel: u32) -> Tile {
+    Tile::at(staging + panel * tile_m(MT) * K_CHUNKS * 16, tile_m(MT), K_CHUNKS)
 }
 
-/// Writes the CTA's output tile at (`m0`, `n0`): `out = acc + C + bias` (the addends a launch
-/// has), rounded to the element type. Row `r` / chunk `j` of the tile (columns
-/// `n0 + 8j … n0 + 8j + 7`) is written only if it exists and `writable(r, j)` holds.
+/// Shared address of logical chunk `chunk` (of [`OUT_CHUNKS`]) of row `row` of the staged tile.
+#[inline(always)]
+const fn staged_chunk<const MT: usize>(staging: u32, row: u32, chunk: u32) -> u32 {
+    out_panel::<MT>(staging, chunk / K_CHUNKS).chunk_address(row, chunk % K_CHUNKS)
+}
+
+/// Writes the CTA's output tile at `source.origin()` (`m0`, `n0`): `out = acc + C + bias` (the addends a launch
+/// has), rounded to the element type. With `whole`, every element inside the matrix is
+/// written; otherwise row `r` / chunk `j` of the tile (columns `n0 + 8j … n0 + 8j + 7`) is
+/// written only if it exists and `writable(r, j)` holds.
 ///
-/// The tile is staged at shared address `staging` (`tile_m(MT) · GEMM_TILE_N · 2` bytes,
-/// 1024-byte aligned); `c_staged` says that the `C` tile already landed there (and is visible
-/// to every thread), copied by [`load_c_tile`] as the main loop's tail.
+/// The tile is staged at shared address `staging` ([`staging_bytes`], 1024-byte aligned);
+/// when the launch has `C`, its tile must already have landed there and be visible to every
+/// thread (the module's `load_c` and `wait_c`).
 ///
 /// Must be called by all threads of the CTA, after [`super::mainloop::mainloop`] (its shared
 /// memory is reused).
 ///
 /// # Safety
 /// `p` must describe a launch the host validated (buffer sizes, 16-byte aligned rows, a bias
-/// holding `n` elements); `staging` must lie in the CTA's dynamic shared memory as above.
+/// holding `n` elements) and `source` be this CTA's; `staging` must lie in the CTA's dynamic
+/// shared memory as above.
 #[inline(always)]
 pub(super) unsafe fn epilogue<E: MmaElement, const MT: usize>(
     p: &GemmParams,
+    source: &StageSource,
     mut acc: Accumulators<MT>,
-    m0: u32,
-    n0: u32,
     staging: u32,
-    c_staged: bool,
+    whole: bool,
     writable: impl Fn(u32, u32) -> bool,
 ) {
     let tid = thread_index();
     let lane = tid % 32;
     let warp = tid / 32;
+    let (m0, n0) = source.origin();
     let rows = (p.m - m0).min(tile_m(MT));
     let chunks = ((p.n - n0) / 8).min(OUT_CHUNKS);
     let row_bytes = p.n as u64 * ELEMENT_BYTES;
     let corner = (m0 as u64 * p.n as u64 + n0 as u64) * ELEMENT_BYTES;
-    let staging = Tile::at(staging, tile_m(MT), OUT_CHUNKS);
-
     let has_c = p.c != 0;
-    if has_c && !c_staged {
-        // SAFETY: a validated launch with C; the staging tile is the caller's.
-        unsafe { load_c_tile::<MT>(p, m0, n0, staging.chunk_address(0, 0)) };
-        cp_async_commit();
-        cp_async_wait::<0>();
-        sync_threads();
-    }
 
     // Shared address of the staged pair (`half` 0: row g, 1: row g + 8) of accumulator tile
     // (mt, nt).
@@ -108,7 +93,7 @@ pub(super) unsafe fn epilogue<E: MmaElement, const MT: usize>(
         let (row0, col0) = fragment_origin::<MT>(warp, mt);
         let row = row0 + lane / 4 + 8 * half as u32;
         let col = col0 + 8 * nt as u32 + 2 * (lane % 4);
-        staging.chunk_address(row, col / 8) + (col % 8) * ELEMENT_BYTES as u32
+        staged_chunk::<MT>(staging, row, col / 8) + (col % 8) * ELEMENT_BYTES as u32
     };
 
     if p.bias != 0 {
@@ -150,6 +135,11 @@ pub(super) unsafe fn epilogue<E: MmaElement, const MT: usize>(
             }
         }
     }
+    // SAFETY: the staged tile is complete in this thread's part; the store's contract is
+    // this function's.
+    if whole && unsafe { source.store_tile::<MT>(staging) } {
+        return;
+    }
     sync_threads();
 
     let out = p.out as *mut u8;
@@ -161,7 +151,7 @@ pub(super) unsafe fn epilogue<E: MmaElement, const MT: usize>(
             // SAFETY: the chunk was staged above; the destination is element
             // (m0 + row, n0 + 8·chunk) of the [m, n] output, 16-byte aligned.
             unsafe {
-                let value = ld_shared_v4(staging.chunk_address(row, chunk));
+                let value = ld_shared_v4(staged_chunk::<MT>(staging, row, chunk));
                 let dst = out.add((corner + row as u64 * row_bytes + chunk as u64 * 16) as usize);
                 st_global_v4_streaming(dst, value);
             }

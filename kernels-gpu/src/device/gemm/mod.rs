@@ -4,8 +4,10 @@
 //! CTA design (`BM × GEMM_TILE_N` output tile, `GEMM_TILE_K`-deep k-tiles). The CTA size is a
 //! pair of const generics, `MT` (m16 tiles per warp, so `BM = GEMM_WARPS_M · 16 · MT` rows)
 //! and `STAGES` (pipeline depth); each [`GemmRows`] is one instantiation and one entry:
-//! - [`mainloop`]: a `STAGES`-deep `cp.async` pipeline over swizzled shared-memory tiles
-//!   feeding the tensor-core math with f32 accumulators: [`mma_sync`] (`ldmatrix.x4` +
+//! - [`mainloop`]: a `STAGES`-deep pipeline over swizzled shared-memory tiles, filled by the
+//!   module's copies ([`copy_threads`]: every thread's `cp.async` in the portable module,
+//!   [`copy_tma`]: one thread's tensor-memory copies in the `sm_90a` one), feeding the
+//!   tensor-core math with f32 accumulators: [`mma_sync`] (`ldmatrix.x4` +
 //!   `mma.sync.m16n8k16`, one warp per `16·MT × 64` block) in the portable `sm_80` module,
 //!   [`warpgroup`] (the four warps as one warpgroup issuing `wgmma.mma_async.m64n128k16`
 //!   straight from the stages) in the `sm_90a` module. *Which* k-tiles it
@@ -16,6 +18,10 @@
 //!   `(row, 8-column chunk)` filtered by a predicate (GEMM-Q: "its (q block, head) is
 //!   computed"; GEMM-O: always).
 
+#[cfg(not(target_feature = "sm_90a"))]
+mod copy_threads;
+#[cfg(target_feature = "sm_90a")]
+mod copy_tma;
 mod epilogue;
 mod mainloop;
 #[cfg(not(target_feature = "sm_90a"))]
@@ -27,6 +33,10 @@ mod split;
 mod warpgroup;
 
 #[cfg(not(target_feature = "sm_90a"))]
+use copy_threads as copy;
+#[cfg(target_feature = "sm_90a")]
+use copy_tma as copy;
+#[cfg(not(target_feature = "sm_90a"))]
 use mma_sync as math;
 #[cfg(target_feature = "sm_90a")]
 use warpgroup as math;
@@ -34,7 +44,7 @@ use warpgroup as math;
 use crate::abi::{
     GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N, GemmParams, GemmRows, gemm_partial_bytes,
 };
-use mainloop::Operands;
+use copy::{StageSource, TensorMaps};
 
 /// Bytes per element of every instantiated type.
 const ELEMENT_BYTES: u64 = 2;
@@ -74,13 +84,13 @@ const fn stage_bytes(mt: usize) -> u32 {
 
 /// Checks, at compile time, what every instantiation `(MT, STAGES)` relies on: the pipeline
 /// depth the main loop supports, 16-row copy passes, and room to stage the output tile in
-/// the pipeline's shared memory. Evaluate as `const { check_shape(MT, STAGES) }`.
+/// one pipeline stage. Evaluate as `const { check_shape(MT, STAGES) }`.
 const fn check_shape(mt: usize, stages: u32) {
     assert!(mt >= 1 && (tile_m(mt) * K_CHUNKS).is_multiple_of(GEMM_THREADS), "whole copy passes per tile");
     assert!(stages == 2 || stages == 3, "the pipeline has 2 or 3 stages");
     assert!(
-        tile_m(mt) * GEMM_TILE_N * ELEMENT_BYTES as u32 <= stages * stage_bytes(mt),
-        "the epilogue stages the output tile in the pipeline's shared memory"
+        epilogue::staging_bytes(mt) <= stage_bytes(mt),
+        "the output tile (and GEMM-O's C tile, copied as the main loop's tail) fits in one stage"
     );
 }
 
@@ -101,24 +111,16 @@ const _: () = {
 /// A warp's f32 accumulators: `[m16 tile][n8 tile][mma C fragment]`.
 type Accumulators<const MT: usize> = [[[f32; 4]; NT]; MT];
 
-/// The operands of the CTA whose output tile starts at row `m0`, column `n0`.
+/// The operands of the CTA whose output tile starts at row `m0`, column `n0`, as the module's
+/// copies read them.
 ///
 /// # Safety
-/// `p` must describe buffers validated by the host launcher, and rows `m0 < m` and `n0 < n`
-/// must exist (the grid covers m and n).
+/// `p` must describe buffers validated by the host launcher and `maps` be the tensor maps of
+/// the entry's own parameter; rows `m0 < m` and `n0 < n` must exist (the grid covers m and n).
 #[inline(always)]
-unsafe fn tile_operands(p: &GemmParams, m0: u32, n0: u32) -> Operands {
-    let row_bytes = p.k as u64 * ELEMENT_BYTES;
-    Operands {
-        // SAFETY: rows m0 and n0 exist (guaranteed by the caller), so these are in bounds.
-        a: unsafe { (p.a as *const u8).add((m0 as u64 * row_bytes) as usize) },
-        // SAFETY: as above.
-        w: unsafe { (p.w as *const u8).add((n0 as u64 * row_bytes) as usize) },
-        row_bytes,
-        a_rows: p.m - m0,
-        w_rows: p.n - n0,
-        k: p.k,
-    }
+unsafe fn tile_operands(p: &GemmParams, maps: TensorMaps, m0: u32, n0: u32) -> StageSource {
+    // SAFETY: forwarded.
+    unsafe { StageSource::new(p, maps, m0, n0) }
 }
 
 /// Defines the `extern "ptx-kernel"` entry `$name` that runs `$kernel` for element `$element`
@@ -131,13 +133,15 @@ macro_rules! gemm_entry {
         /// Launched only by the host crate with a validated [`GemmParams`].
         #[unsafe(no_mangle)]
         pub unsafe extern "ptx-kernel" fn $name(params: GemmParams) {
+            let maps = super::copy::entry_tensor_maps!($name);
+            maps.prefetch();
             // SAFETY: forwarded from the entry's contract.
             unsafe {
                 $kernel::<
                     $element,
                     { super::mt_of(crate::abi::GemmRows::$rows) },
                     { crate::abi::GemmRows::$rows.stages() },
-                >(&params)
+                >(&params, maps)
             }
         }
     };

@@ -11,14 +11,14 @@
 //! selected (then it is the bias or `C` tile).
 //!
 //! The `C` tile of active mode is copied into shared memory as the main loop's tail (in the
-//! stage after the last k-tile's, overlapping the last k-tiles). An L2 prefetch of it at the
-//! CTA's start no longer pays once `C` streams through L2 as evict-first (docs/PERF.md,
-//! runs 28–29).
+//! stage after the last k-tile's, overlapping the last k-tiles; `cp.async` in the portable
+//! module, two tensor-memory boxes on `sm_90a`). An L2 prefetch of it at the CTA's start no
+//! longer pays once `C` streams through L2 as evict-first (docs/PERF.md, runs 28–29).
 
-use super::epilogue::{c_in_stage, epilogue, load_c_tile};
-use super::mainloop::{KWalk, mainloop, tail_stage};
+use super::epilogue::epilogue;
+use super::mainloop::{KWalk, mainloop, stage_address, stage_barrier, tail_stage};
 use super::math::GemmElement;
-use super::{gemm_entry, stage_bytes, tile_m, tile_operands};
+use super::{TensorMaps, gemm_entry, stage_bytes, tile_m, tile_operands};
 use crate::abi::{GEMM_O_MODE_ACTIVE, GEMM_TILE_K, GEMM_TILE_N, GemmParams};
 use crate::device::element::{Bf16, F16};
 use crate::device::params::{nonzero, symbol_bit};
@@ -67,7 +67,7 @@ impl KWalk for HeadWalk {
 /// `GEMM_TILE_K`, `token_offset` and `block_q` multiples of `tile_m(MT)`); the launch must
 /// use the grid, threads and shared memory documented there.
 #[inline(always)]
-unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmParams) {
+unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmParams, maps: TensorMaps) {
     let tid = thread_index();
     let lane = tid % 32;
     let warp = tid / 32;
@@ -103,22 +103,27 @@ unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
 
     let tiles_per_head = p.head_dim / GEMM_TILE_K;
     let mut walk = HeadWalk { list, entry: 0, tile: 0, tiles_per_head, head_k: 0 };
-    // SAFETY: rows m0 and n0 exist (the grid covers m and n).
-    let ops = unsafe { tile_operands(p, m0, n0) };
+    // SAFETY: rows m0 and n0 exist (the grid covers m and n); the maps are the entry's.
+    let source = unsafe { tile_operands(p, maps, m0, n0) };
     let count = selected * tiles_per_head;
-    let c_staged = has_c && c_in_stage(MT);
     let tail = |stage: u32| {
-        if c_staged {
-            // SAFETY: a validated launch with C; the tail stage holds one staging tile.
-            unsafe { load_c_tile::<MT>(p, m0, n0, stage) };
+        if has_c {
+            // SAFETY: a validated launch with C; the tail stage holds the staged tile (checked
+            // at compile time in `super`) and is free once the main loop asks for its tail.
+            unsafe {
+                source.load_c::<MT>(p, stage_address::<MT>(smem, stage), stage_barrier::<MT, STAGES>(smem, stage))
+            };
         }
     };
     // SAFETY: every listed head's slice lies below k; shared memory is sized by the host for
-    // the pipeline plus the list.
-    let acc = unsafe { mainloop::<E, _, MT, STAGES>(&ops, count, &mut walk, smem, tail) };
-    let staging = if c_in_stage(MT) { tail_stage::<MT, STAGES>(smem, count) } else { smem };
-    // SAFETY: as for the main loop; GEMM-O writes every element.
-    unsafe { epilogue::<E, MT>(p, acc, m0, n0, staging, c_staged, |_, _| true) };
+    // the pipeline, the list and the barriers.
+    let acc = unsafe { mainloop::<E, _, MT, STAGES>(&source, count, &mut walk, smem, tail) };
+    let (stage, parity) = tail_stage::<STAGES>(count);
+    if has_c {
+        source.wait_c(stage_barrier::<MT, STAGES>(smem, stage), parity);
+    }
+    // SAFETY: as for the main loop; GEMM-O writes every element, C (if any) is staged.
+    unsafe { epilogue::<E, MT>(p, &source, acc, stage_address::<MT>(smem, stage), true, |_, _| true) };
 }
 
 gemm_entry!(flashomni_gemm_o_bf16, gemm_o, Bf16, Rows128);

@@ -14,7 +14,7 @@ use super::epilogue::epilogue;
 use super::mainloop::{AllTiles, mainloop};
 use super::math::GemmElement;
 use super::split::{combine_parts, work_item};
-use super::{gemm_entry, stage_bytes, tile_m, tile_operands};
+use super::{TensorMaps, gemm_entry, stage_bytes, tile_m, tile_operands};
 use crate::abi::{GEMM_TILE_K, GEMM_TILE_N, GemmParams};
 use crate::device::element::{Bf16, F16};
 use crate::device::params::{nonzero, read_u32, symbol_bit};
@@ -27,7 +27,7 @@ use crate::device::ptx::{block_index_x, shared_base};
 /// `p` must describe buffers and symbols validated by the host launcher (see
 /// [`GemmParams`]); the launch must use the grid, threads and shared memory documented there.
 #[inline(always)]
-unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmParams) {
+unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmParams, maps: TensorMaps) {
     let k_tiles = p.k.div_ceil(GEMM_TILE_K);
     let item = work_item(p, block_index_x(), k_tiles);
     let (column_tile, row_tile) = if p.tiles == 0 {
@@ -72,13 +72,13 @@ unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
     }
 
     // SAFETY: rows m0 and n0 exist (the grid covers m and n).
-    let ops = unsafe { tile_operands(p, m0, n0) };
+    let source = unsafe { tile_operands(p, maps, m0, n0) };
     let smem = shared_base();
     let (first, end) = item.k_tiles;
     let mut walk = AllTiles { k: first * GEMM_TILE_K };
     // SAFETY: the operands and walk cover the validated buffers; shared memory is sized by
     // the host for the pipeline.
-    let mut acc = unsafe { mainloop::<E, _, MT, STAGES>(&ops, end - first, &mut walk, smem, |_| {}) };
+    let mut acc = unsafe { mainloop::<E, _, MT, STAGES>(&source, end - first, &mut walk, smem, |_| {}) };
     if let Some(part) = &item.part {
         let flag = smem + STAGES * stage_bytes(MT);
         // SAFETY: a validated split launch; the pipeline's drained stages hold a partial tile
@@ -94,7 +94,7 @@ unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
         all || unsafe { symbol_bit(segment, (first_token + row) / block_q * p.heads + (n0 + 8 * chunk) / head_dim) }
     };
     // SAFETY: as for the main loop.
-    unsafe { epilogue::<E, MT>(p, acc, m0, n0, smem, false, writable) };
+    unsafe { epilogue::<E, MT>(p, &source, acc, smem, all, writable) };
 }
 
 gemm_entry!(flashomni_gemm_q_bf16, gemm_q, Bf16, Rows128);

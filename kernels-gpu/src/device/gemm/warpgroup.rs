@@ -11,9 +11,7 @@
 use super::{Accumulators, NT, WARP_N};
 use crate::abi::GEMM_TILE_K;
 use crate::device::tile::Tile;
-use crate::device::wgmma::{
-    WarpgroupAccumulators, advance, commit, descriptor, fence, fence_proxy_async, pin, wait_all,
-};
+use crate::device::wgmma::{WarpgroupAccumulators, advance, commit, descriptor, fence, pin, wait_all};
 
 /// The element types this math multiplies.
 pub(super) use crate::device::wgmma::WgmmaElement as GemmElement;
@@ -49,12 +47,12 @@ pub(super) fn zeroed<const MT: usize>() -> Accumulators<MT> {
     acc
 }
 
-/// Called by every thread after its copies of the next k-tile landed and before the barrier
-/// that publishes them: makes the copies visible to `wgmma`, and waits for the previous
-/// k-tile's products (so that after the barrier its stage may be overwritten).
+/// Called by every thread after the next k-tile landed and before the barrier that follows:
+/// waits for the previous k-tile's products (so that after the barrier its stage may be
+/// overwritten). The tensor-memory copies that fill the stages write through the async proxy
+/// that `wgmma` reads through, so no proxy fence is needed.
 #[inline(always)]
 pub(super) fn settle<const MT: usize>(acc: &mut Accumulators<MT>) {
-    fence_proxy_async();
     drain(acc);
 }
 
