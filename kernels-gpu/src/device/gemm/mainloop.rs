@@ -94,8 +94,9 @@ pub(super) fn stage_barrier<const MT: usize, const STAGES: u32>(smem: u32, stage
 }
 
 /// Multiplies `count` k-tiles chosen by `walk` into fresh f32 accumulators; this warp's part of
-/// the CTA tile. On return every copy has landed and every warp has passed a barrier after its
-/// last shared-memory read, so the caller may reuse the pipeline's shared memory.
+/// the CTA tile. On return every k-tile copy has landed and every warp has passed a barrier
+/// after its last shared-memory read, so the caller may reuse the pipeline's shared memory
+/// (except the tail stage while tensor-memory `tail` copies are in flight).
 ///
 /// `tail(stage)` is called once, by every thread, in place of loading the virtual k-tile
 /// `count` into stage `stage` (= [`tail_stage`]`(count).0`): it may issue copies into that
