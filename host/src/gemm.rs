@@ -22,7 +22,7 @@
 use cust::stream::Stream;
 use flashomni_kernels::abi::{
     self, ATTENTION_TILE_Q, GEMM_MAX_HEADS, GEMM_MAX_SPLITS, GEMM_O_MODE_ACTIVE, GEMM_O_MODE_CACHE, GEMM_THREADS,
-    GEMM_TILE_K, GEMM_TILE_N, GemmParams, GemmRows, TensorMap,
+    GEMM_TILE_K, GEMM_TILE_N, GemmParams, GemmRows, GemmTensorMaps, TensorMap,
 };
 use flashomni_symbols::read_bit;
 
@@ -217,14 +217,6 @@ fn active_tiles(segment: &[u8], shape: GemmTileShape, heads: u32, block_q: u32) 
     tiles
 }
 
-/// Device addresses of a launch's matrices, for its tensor maps (`c` 0: none).
-struct MapAddresses {
-    a: u64,
-    w: u64,
-    c: u64,
-    out: u64,
-}
-
 /// A buffer argument as the checks see it.
 struct Buffer {
     name: &'static str,
@@ -367,18 +359,9 @@ impl Engine {
             return Err(Error::InvalidShape(format!("GEMM-Q with {items} work items (at most {MAX_GRID_X})")));
         }
         let grid = (items as u32, 1, 1);
-        let maps = self.tensor_maps(
-            MapAddresses { a: args.x.address(), w: args.w.address(), c: 0, out: args.out.address() },
-            m,
-            n,
-            k,
-            rows,
-        )?;
         let params = GemmParams {
-            a_map: maps[0],
-            w_map: maps[1],
-            c_map: maps[2],
-            out_map: maps[3],
+            // Encoded from the fields below by `launch_gemm`.
+            maps: GemmTensorMaps::default(),
             a: args.x.address(),
             w: args.w.address(),
             bias: args.bias.as_ref().map_or(0, DeviceView::address),
@@ -402,7 +385,7 @@ impl Engine {
         // SAFETY: the entry takes one `GemmParams`; every buffer was checked above against
         // the shape, and the views borrow their memory for this call (the caller keeps it
         // alive until the stream has run the launch, as with any asynchronous CUDA call).
-        unsafe { self.launch_gemm(abi::gemm_q_entry(T::KIND, rows), rows, grid, &params, stream) }
+        unsafe { self.launch_gemm(abi::gemm_q_entry(T::KIND, rows), rows, grid, params, stream) }
     }
 
     /// GEMM-O, asynchronously on `stream`: with `D = k / heads` and `qb` the query block of
@@ -469,18 +452,9 @@ impl Engine {
             }
             None => 0,
         };
-        let maps = self.tensor_maps(
-            MapAddresses { a: args.a.address(), w: args.w.address(), c, out: args.out.address() },
-            m,
-            n,
-            k,
-            rows,
-        )?;
         let params = GemmParams {
-            a_map: maps[0],
-            w_map: maps[1],
-            c_map: maps[2],
-            out_map: maps[3],
+            // Encoded from the fields below by `launch_gemm`.
+            maps: GemmTensorMaps::default(),
             a: args.a.address(),
             w: args.w.address(),
             bias,
@@ -505,29 +479,31 @@ impl Engine {
             splits: 0,
         };
         // SAFETY: as in `gemm_q`: one `GemmParams`, every buffer checked against the shape.
-        unsafe { self.launch_gemm(abi::gemm_o_entry(T::KIND, rows), rows, grid, &params, stream) }
+        unsafe { self.launch_gemm(abi::gemm_o_entry(T::KIND, rows), rows, grid, params, stream) }
     }
 
-    /// The tensor maps `[A, W, C, out]` of a launch, for the module that copies through them
-    /// (`sm_90a`): `A` (`[m, k]`) in boxes of the CTA's `rows`, `W` (`[n, k]`) in boxes of
-    /// [`GEMM_TILE_N`] rows, `C` (when its address is not 0) and the output (`[m, n]`) in
+    /// The tensor maps of the launch `params` describes, for the module that copies through
+    /// them (`sm_90a`): `A` (`[m, k]`) in boxes of the CTA's `rows`, `W` (`[n, k]`) in boxes of
+    /// [`GEMM_TILE_N`] rows, `C` (when the launch has one) and the output (`[m, n]`) in
     /// 64-column boxes of the CTA's rows. Blank maps for the portable module, which ignores
     /// them. The buffers were checked by `check_common`.
-    fn tensor_maps(&self, at: MapAddresses, m: u32, n: u32, k: u32, rows: GemmRows) -> Result<[TensorMap; 4]> {
-        let blank = TensorMap::default();
+    fn tensor_maps(&self, params: &GemmParams, rows: GemmRows) -> Result<GemmTensorMaps> {
         if self.arch() == Arch::Sm80 {
-            return Ok([blank; 4]);
+            return Ok(GemmTensorMaps::default());
         }
-        let c = if at.c == 0 { blank } else { tensor_map::swizzled_boxes(at.c, m, n, rows.rows())? };
-        Ok([
-            tensor_map::swizzled_boxes(at.a, m, k, rows.rows())?,
-            tensor_map::swizzled_boxes(at.w, n, k, GEMM_TILE_N)?,
+        let (m, n, k) = (params.m, params.n, params.k);
+        let c =
+            if params.c == 0 { TensorMap::default() } else { tensor_map::swizzled_boxes(params.c, m, n, rows.rows())? };
+        Ok(GemmTensorMaps {
+            a: tensor_map::swizzled_boxes(params.a, m, k, rows.rows())?,
+            w: tensor_map::swizzled_boxes(params.w, n, k, GEMM_TILE_N)?,
             c,
-            tensor_map::swizzled_boxes(at.out, m, n, rows.rows())?,
-        ])
+            out: tensor_map::swizzled_boxes(params.out, m, n, rows.rows())?,
+        })
     }
 
-    /// Launches the GEMM entry `entry`, built for `rows`-row CTAs, over `grid`.
+    /// Launches the GEMM entry `entry`, built for `rows`-row CTAs, over `grid`, with `params`
+    /// completed by the launch's tensor maps.
     ///
     /// # Safety
     /// `params` must have been validated for `entry` and describe memory that stays valid
@@ -537,13 +513,14 @@ impl Engine {
         entry: &str,
         rows: GemmRows,
         grid: (u32, u32, u32),
-        params: &GemmParams,
+        mut params: GemmParams,
         stream: &Stream,
     ) -> Result<()> {
+        params.maps = self.tensor_maps(&params, rows)?;
         self.make_current()?;
         let shape = LaunchShape { grid, threads: GEMM_THREADS, shared_bytes: abi::gemm_shared_bytes(rows) };
         // SAFETY: forwarded from the caller; the entry takes one `GemmParams`.
-        unsafe { launch(self.function(entry)?, shape, stream.as_inner(), params) }
+        unsafe { launch(self.function(entry)?, shape, stream.as_inner(), &params) }
     }
 }
 

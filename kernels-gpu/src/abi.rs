@@ -212,6 +212,25 @@ pub struct TensorMap {
 /// every GEMM entry.
 pub const TENSOR_MAP_ALIGN: usize = 64;
 
+/// The tensor maps of one GEMM launch, every one at a multiple of [`TENSOR_MAP_ALIGN`] bytes
+/// of [`GemmParams`] (each is 128 bytes and the struct starts the parameter).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GemmTensorMaps {
+    /// `A` as a 2-D tensor (`k` × `m`, row stride `2k` bytes) copied in boxes of
+    /// [`GEMM_TILE_K`] × the entry's rows with the 128-byte swizzle.
+    pub a: TensorMap,
+    /// `W` as a 2-D tensor (`k` × `n`) copied in [`GEMM_TILE_K`] × [`GEMM_TILE_N`] boxes with
+    /// the 128-byte swizzle.
+    pub w: TensorMap,
+    /// GEMM-O with `C`: `C` as a 2-D tensor (`n` × `m`) copied in boxes of 64 columns × the
+    /// entry's rows with the 128-byte swizzle; blank otherwise.
+    pub c: TensorMap,
+    /// The output as a 2-D tensor (`n` × `m`) stored in boxes of 64 columns × the entry's rows
+    /// with the 128-byte swizzle.
+    pub out: TensorMap,
+}
+
 /// Parameters of one GEMM-Q or GEMM-O launch: `out = addend + A·Wᵀ` over a selection of the
 /// reduction or output axis.
 ///
@@ -231,19 +250,9 @@ pub const TENSOR_MAP_ALIGN: usize = 64;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GemmParams {
-    /// `sm_90a` module: `A` as a 2-D tensor (`k` × `m`, row stride `2k` bytes) copied in boxes
-    /// of [`GEMM_TILE_K`] × the entry's rows with the 128-byte swizzle; unused (zero) by the
-    /// portable module.
-    pub a_map: TensorMap,
-    /// `sm_90a` module: `W` as a 2-D tensor (`k` × `n`) copied in [`GEMM_TILE_K`] ×
-    /// [`GEMM_TILE_N`] boxes with the 128-byte swizzle; unused by the portable module.
-    pub w_map: TensorMap,
-    /// `sm_90a` module, GEMM-O with `C`: `C` as a 2-D tensor (`n` × `m`) copied in boxes of 64
-    /// columns × the entry's rows with the 128-byte swizzle; unused otherwise.
-    pub c_map: TensorMap,
-    /// `sm_90a` module: the output as a 2-D tensor (`n` × `m`) stored in boxes of 64 columns ×
-    /// the entry's rows with the 128-byte swizzle; unused by the portable module.
-    pub out_map: TensorMap,
+    /// `sm_90a` module: the launch's tensor maps, encoded by the host launcher from the
+    /// addresses and sizes below; unused (zero) by the portable module.
+    pub maps: GemmTensorMaps,
     /// Activations `A`, `[m, k]`.
     pub a: u64,
     /// Weights `W`, `[n, k]` (a Linear layer's weight).
@@ -347,10 +356,8 @@ const ATTENTION_PARAMS: usize = core::mem::size_of::<AttentionParams>();
 const GEMM_PARAMS: usize = core::mem::size_of::<GemmParams>();
 
 const _: () = assert!(
-    core::mem::offset_of!(GemmParams, a_map).is_multiple_of(TENSOR_MAP_ALIGN)
-        && core::mem::offset_of!(GemmParams, w_map).is_multiple_of(TENSOR_MAP_ALIGN)
-        && core::mem::offset_of!(GemmParams, c_map).is_multiple_of(TENSOR_MAP_ALIGN)
-        && core::mem::offset_of!(GemmParams, out_map).is_multiple_of(TENSOR_MAP_ALIGN),
+    core::mem::offset_of!(GemmParams, maps).is_multiple_of(TENSOR_MAP_ALIGN)
+        && core::mem::size_of::<TensorMap>().is_multiple_of(TENSOR_MAP_ALIGN),
     "tensor maps sit at 64-byte multiples of the (64-byte aligned) GEMM parameter"
 );
 

@@ -10,16 +10,14 @@
 //! Rows and columns past the matrices are zero-filled on loads and dropped on stores by the
 //! copy engine, so nothing is clipped by hand, and the other threads issue nothing.
 //!
-//! The host encodes the maps into [`GemmParams`] (`a_map`: boxes of `GEMM_TILE_K` × the CTA
-//! rows, `w_map`: `GEMM_TILE_K` × `GEMM_TILE_N`, `c_map`/`out_map`: 64 columns × the CTA
-//! rows); the entry passes their generic addresses in the parameter space
+//! The host encodes the maps into [`GemmParams::maps`] (`a`: boxes of `GEMM_TILE_K` × the CTA
+//! rows, `w`: `GEMM_TILE_K` × `GEMM_TILE_N`, `c`/`out`: 64 columns × the CTA rows); the entry passes their generic addresses in the parameter space
 //! ([`entry_tensor_maps!`]).
 
 use core::mem::offset_of;
 
-use super::epilogue::{OUT_PANELS, out_panel};
-use super::{K_CHUNKS, tile_m};
-use crate::abi::GemmParams;
+use super::epilogue::{OUT_PANELS, PANEL_COLUMNS, out_panel, staging_bytes};
+use crate::abi::{GemmParams, GemmTensorMaps};
 use crate::device::ptx::{evict_first_policy, evict_normal_policy, sync_threads, thread_index};
 use crate::device::tile::Tile;
 use crate::device::tma::{
@@ -41,11 +39,12 @@ impl TensorMaps {
     /// The maps inside the `GemmParams` at generic address `params`.
     #[inline(always)]
     pub(super) const fn in_params(params: u64) -> Self {
+        let maps = params + offset_of!(GemmParams, maps) as u64;
         Self {
-            a: params + offset_of!(GemmParams, a_map) as u64,
-            w: params + offset_of!(GemmParams, w_map) as u64,
-            c: params + offset_of!(GemmParams, c_map) as u64,
-            out: params + offset_of!(GemmParams, out_map) as u64,
+            a: maps + offset_of!(GemmTensorMaps, a) as u64,
+            w: maps + offset_of!(GemmTensorMaps, w) as u64,
+            c: maps + offset_of!(GemmTensorMaps, c) as u64,
+            out: maps + offset_of!(GemmTensorMaps, out) as u64,
         }
     }
 
@@ -77,11 +76,6 @@ pub(super) struct StageSource {
     m0: u32,
     /// First row of the CTA's W boxes.
     n0: u32,
-}
-
-/// Bytes of the `C` tile of a CTA with `MT` m16 tiles per warp (two 64-column boxes).
-const fn c_tile_bytes(mt: usize) -> u32 {
-    OUT_PANELS * tile_m(mt) * K_CHUNKS * 16
 }
 
 impl StageSource {
@@ -155,7 +149,7 @@ impl StageSource {
     /// they land in. Every thread calls it; thread 0 arms the barrier and issues two boxes.
     ///
     /// # Safety
-    /// `p` must be a validated launch with a `C` matrix and its `c_map`; `staging` must be the
+    /// `p` must be a validated launch with a `C` matrix and its `maps.c`; `staging` must be the
     /// tail stage (1024-byte aligned, nobody reading or writing it until [`Self::wait_c`]);
     /// `barrier` that stage's, its previous phase waited for.
     #[inline(always)]
@@ -163,10 +157,10 @@ impl StageSource {
         if thread_index() == 0 {
             // SAFETY: as for `load`; the two boxes are exactly the bytes the barrier expects.
             unsafe {
-                barrier_arrive_expect_bytes(barrier, c_tile_bytes(MT));
+                barrier_arrive_expect_bytes(barrier, staging_bytes(MT));
                 let mut panel = 0;
                 while panel < OUT_PANELS {
-                    let x = self.n0 + panel * K_CHUNKS * 8;
+                    let x = self.n0 + panel * PANEL_COLUMNS;
                     let destination = out_panel::<MT>(staging, panel).chunk_address(0, 0);
                     load_box_2d(destination, self.maps.c, x, self.m0, barrier, evict_first_policy());
                     panel += 1;
@@ -190,7 +184,7 @@ impl StageSource {
     /// stores and waits until they have read shared memory.
     ///
     /// # Safety
-    /// `p.out_map` must describe the validated output; `staging` must be the staged tile
+    /// `p.maps.out` must describe the validated output; `staging` must be the staged tile
     /// ([`super::epilogue::staging_bytes`], 1024-byte aligned), complete once every thread
     /// has called this.
     #[inline(always)]
@@ -202,7 +196,7 @@ impl StageSource {
         if thread_index() == 0 {
             let mut panel = 0;
             while panel < OUT_PANELS {
-                let x = self.n0 + panel * K_CHUNKS * 8;
+                let x = self.n0 + panel * PANEL_COLUMNS;
                 let source = out_panel::<MT>(staging, panel).chunk_address(0, 0);
                 // SAFETY: the panel is staged and published; the map describes the output.
                 unsafe { store_box_2d(self.maps.out, x, self.m0, source, evict_first_policy()) };

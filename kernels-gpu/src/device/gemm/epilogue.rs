@@ -32,8 +32,10 @@ use crate::device::tile::Tile;
 
 /// 16-byte chunks per output tile row.
 pub(super) const OUT_CHUNKS: u32 = GEMM_TILE_N / 8;
+/// Columns of one panel of the staged output tile (one 128-byte swizzled row).
+pub(super) const PANEL_COLUMNS: u32 = K_CHUNKS * 8;
 /// 64-column panels of the staged output tile.
-pub(super) const OUT_PANELS: u32 = OUT_CHUNKS / K_CHUNKS;
+pub(super) const OUT_PANELS: u32 = GEMM_TILE_N / PANEL_COLUMNS;
 
 /// Bytes of the staged output tile of a CTA with `MT` m16 tiles per warp.
 pub(super) const fn staging_bytes(mt: usize) -> u32 {

@@ -41,10 +41,8 @@ use mma_sync as math;
 #[cfg(target_feature = "sm_90a")]
 use warpgroup as math;
 
-use crate::abi::{
-    GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N, GemmParams, GemmRows, gemm_partial_bytes,
-};
-use copy::{StageSource, TensorMaps};
+use crate::abi::{GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GEMM_WARPS_M, GEMM_WARPS_N, GemmRows, gemm_partial_bytes};
+use copy::TensorMaps;
 
 /// Bytes per element of every instantiated type.
 const ELEMENT_BYTES: u64 = 2;
@@ -110,18 +108,6 @@ const _: () = {
 
 /// A warp's f32 accumulators: `[m16 tile][n8 tile][mma C fragment]`.
 type Accumulators<const MT: usize> = [[[f32; 4]; NT]; MT];
-
-/// The operands of the CTA whose output tile starts at row `m0`, column `n0`, as the module's
-/// copies read them.
-///
-/// # Safety
-/// `p` must describe buffers validated by the host launcher and `maps` be the tensor maps of
-/// the entry's own parameter; rows `m0 < m` and `n0 < n` must exist (the grid covers m and n).
-#[inline(always)]
-unsafe fn tile_operands(p: &GemmParams, maps: TensorMaps, m0: u32, n0: u32) -> StageSource {
-    // SAFETY: forwarded.
-    unsafe { StageSource::new(p, maps, m0, n0) }
-}
 
 /// Defines the `extern "ptx-kernel"` entry `$name` that runs `$kernel` for element `$element`
 /// with the CTA size `GemmRows::$rows`.

@@ -15,10 +15,11 @@
 //! module, two tensor-memory boxes on `sm_90a`). An L2 prefetch of it at the CTA's start no
 //! longer pays once `C` streams through L2 as evict-first (docs/PERF.md, runs 28–29).
 
+use super::copy::StageSource;
 use super::epilogue::epilogue;
 use super::mainloop::{KWalk, mainloop, stage_address, stage_barrier, tail_stage};
 use super::math::GemmElement;
-use super::{TensorMaps, gemm_entry, stage_bytes, tile_m, tile_operands};
+use super::{TensorMaps, gemm_entry, stage_bytes, tile_m};
 use crate::abi::{GEMM_O_MODE_ACTIVE, GEMM_TILE_K, GEMM_TILE_N, GemmParams};
 use crate::device::element::{Bf16, F16};
 use crate::device::params::{nonzero, symbol_bit};
@@ -104,7 +105,7 @@ unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
     let tiles_per_head = p.head_dim / GEMM_TILE_K;
     let mut walk = HeadWalk { list, entry: 0, tile: 0, tiles_per_head, head_k: 0 };
     // SAFETY: rows m0 and n0 exist (the grid covers m and n); the maps are the entry's.
-    let source = unsafe { tile_operands(p, maps, m0, n0) };
+    let source = unsafe { StageSource::new(p, maps, m0, n0) };
     let count = selected * tiles_per_head;
     let tail = |stage: u32| {
         if has_c {

@@ -10,11 +10,12 @@
 //! The grid is one CTA per work item: a whole tile, or, in a split launch, one part of a tile's
 //! reduction ([`super::split`]), whose last part to finish writes the tile.
 
+use super::copy::StageSource;
 use super::epilogue::epilogue;
 use super::mainloop::{AllTiles, mainloop};
 use super::math::GemmElement;
 use super::split::{combine_parts, work_item};
-use super::{TensorMaps, gemm_entry, stage_bytes, tile_m, tile_operands};
+use super::{TensorMaps, gemm_entry, stage_bytes, tile_m};
 use crate::abi::{GEMM_TILE_K, GEMM_TILE_N, GemmParams};
 use crate::device::element::{Bf16, F16};
 use crate::device::params::{nonzero, read_u32, symbol_bit};
@@ -72,7 +73,7 @@ unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
     }
 
     // SAFETY: rows m0 and n0 exist (the grid covers m and n).
-    let source = unsafe { tile_operands(p, maps, m0, n0) };
+    let source = unsafe { StageSource::new(p, maps, m0, n0) };
     let smem = shared_base();
     let (first, end) = item.k_tiles;
     let mut walk = AllTiles { k: first * GEMM_TILE_K };
