@@ -84,3 +84,8 @@ if grep -nE '^\.extern[[:space:]]+\.(func|global|const)' "$out" >&2; then
   echo "nvptx-link: unresolved external symbols in $out" >&2
   exit 1
 fi
+
+# The wide GEMM-O entries run 384 threads (two consumer warpgroups and a producer warpgroup that
+# hands its registers to them with setmaxnreg): declare the block size so that ptxas starts
+# from 168 registers per thread.
+sed -i -E 's/^\)([[:space:]]*\/\/ @flashomni_gemm_o_[a-z0-9]+_wide)$/) .maxntid 384, 1, 1\1/' "$out"

@@ -64,14 +64,15 @@ fn attend(
     engine.attention(plan, args, engine.stream())
 }
 
-/// The output projection `out = mode's addend + Σ_{mode's heads} A_h·W_hᵀ`.
+/// The output projection `out = mode's addend + Σ_{mode's heads} A_h·W_hᵀ`, with `heads` the
+/// mode and the symbols that select its heads (`None`: every head is computed).
 fn project_out(
     engine: &Engine,
     (a, w): (&DeviceArray<bf16>, &DeviceArray<bf16>),
     addend: DeviceView<'_, bf16>,
     out: &mut DeviceArray<bf16>,
-    mode: GemmOMode,
-    symbols: Option<&DeviceSymbols>,
+    (mode, symbols): (GemmOMode, Option<&DeviceSymbols>),
+    workspace: &mut GemmWorkspace,
 ) -> flashomni::Result<()> {
     let args = GemmOArgs {
         a: a.view(),
@@ -83,6 +84,8 @@ fn project_out(
         heads: HEADS,
         symbols,
         tile_rows: None,
+        workspace: Some(workspace),
+        persistent: None,
     };
     engine.gemm_o(args, TOKENS, HIDDEN, HIDDEN, engine.stream())
 }
@@ -128,6 +131,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.kv_density_computed()
     );
     let device_symbols = DeviceSymbols::upload(&symbols.view())?;
+    // The heads each GEMM-O mode sums, selected by the symbols.
+    let (cached_heads, computed_heads) =
+        ((GemmOMode::Cache, Some(&device_symbols)), (GemmOMode::Active, Some(&device_symbols)));
 
     // Update step: everything dense; GEMM-O split into the cache and the computed heads.
     let project_q = |q: &mut DeviceArray<bf16>, symbols: Option<&DeviceSymbols>, workspace: &mut GemmWorkspace| {
@@ -148,16 +154,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     timed(&engine, "update: GEMM-Q (dense)", || project_q(&mut q, None, &mut workspace))?;
     timed(&engine, "update: attention (dense)", || attend(&engine, &plan, [&q, &k, &v], &mut attention, None))?;
     timed(&engine, "update: GEMM-O cache mode", || {
-        project_out(&engine, (&attention, &w_o), b_o.view(), &mut cache, GemmOMode::Cache, Some(&device_symbols))
+        project_out(&engine, (&attention, &w_o), b_o.view(), &mut cache, cached_heads, &mut workspace)
     })?;
     timed(&engine, "update: GEMM-O active mode", || {
-        project_out(&engine, (&attention, &w_o), cache.view(), &mut y, GemmOMode::Active, Some(&device_symbols))
+        project_out(&engine, (&attention, &w_o), cache.view(), &mut y, computed_heads, &mut workspace)
     })?;
 
     // Cache + active equals the dense projection (the same GEMM without symbols: C = b_o).
     let mut bias_only = DeviceArray::<bf16>::uninitialized(n)?;
-    project_out(&engine, (&attention, &w_o), b_o.view(), &mut bias_only, GemmOMode::Cache, None)?;
-    project_out(&engine, (&attention, &w_o), bias_only.view(), &mut y_dense, GemmOMode::Active, None)?;
+    project_out(&engine, (&attention, &w_o), b_o.view(), &mut bias_only, (GemmOMode::Cache, None), &mut workspace)?;
+    project_out(
+        &engine,
+        (&attention, &w_o),
+        bias_only.view(),
+        &mut y_dense,
+        (GemmOMode::Active, None),
+        &mut workspace,
+    )?;
     engine.synchronize()?;
     let (split, dense) = (y.to_host()?, y_dense.to_host()?);
     let scale = dense.iter().map(|v| v.to_f32().abs()).fold(0f32, f32::max);
@@ -174,7 +187,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         attend(&engine, &plan, [&q, &k, &v], &mut attention, Some(&device_symbols))
     })?;
     timed(&engine, "dispatch: GEMM-O active mode", || {
-        project_out(&engine, (&attention, &w_o), cache.view(), &mut y, GemmOMode::Active, Some(&device_symbols))
+        project_out(&engine, (&attention, &w_o), cache.view(), &mut y, computed_heads, &mut workspace)
     })?;
 
     // Cached attention rows kept the update step's values exactly; computed ones were recomputed.

@@ -5,13 +5,13 @@ use cust::device::{Device, DeviceAttribute};
 use cust::module::Module;
 use cust::stream::{Stream, StreamFlags};
 use cust::sys::{CUfunction, CUfunction_attribute};
-use flashomni_kernels::abi::{self, KERNELS};
+use flashomni_kernels::abi::{self, HOPPER_KERNELS, KERNELS, KernelAbi};
 
 use crate::error::{CudaContext, Error, Result};
 use crate::launch::check;
 use crate::module::Arch;
 
-/// Kernel handles resolved once at load time, in the order of [`abi::KERNELS`].
+/// Kernel handles resolved once at load time, in the order of [`entries`].
 struct Functions(Vec<CUfunction>);
 
 // SAFETY: CUfunction handles are immutable driver objects usable from any thread once the
@@ -19,6 +19,12 @@ struct Functions(Vec<CUfunction>);
 unsafe impl Send for Functions {}
 // SAFETY: as above.
 unsafe impl Sync for Functions {}
+
+/// The entries of `arch`'s module: [`KERNELS`], then on `sm_90a` [`HOPPER_KERNELS`].
+fn entries(arch: Arch) -> impl Iterator<Item = &'static KernelAbi> {
+    let hopper: &[KernelAbi] = if arch == Arch::Sm90a { HOPPER_KERNELS } else { &[] };
+    KERNELS.iter().chain(hopper)
+}
 
 /// Owns everything a FlashOmni call needs on one device.
 ///
@@ -76,8 +82,8 @@ impl Engine {
         let context = Context::new(device).during("retaining the primary context")?;
         CurrentContext::set_current(&context).during("making the primary context current")?;
         let module = Module::from_ptx(arch.ptx(), &[]).during("loading the kernel module")?;
-        let mut functions = Vec::with_capacity(KERNELS.len());
-        for kernel in KERNELS {
+        let mut functions = Vec::new();
+        for kernel in entries(arch) {
             let function = module.get_function(kernel.name).during("resolving a kernel entry")?.to_raw();
             functions.push(function);
         }
@@ -102,6 +108,9 @@ impl Engine {
                 limits.push((abi::gemm_q_entry(element, rows), abi::gemm_shared_bytes(rows)));
                 limits.push((abi::gemm_o_entry(element, rows), abi::gemm_shared_bytes(rows)));
             }
+            if self.arch == Arch::Sm90a {
+                limits.push((abi::gemm_o_wide_entry(element), abi::gemm_o_wide_shared_bytes()));
+            }
         }
         for (name, bytes) in limits {
             // SAFETY: a live function of this context; the attribute takes a byte count.
@@ -119,8 +128,7 @@ impl Engine {
 
     /// The resolved handle of entry `name`.
     pub(crate) fn function(&self, name: &str) -> Result<CUfunction> {
-        KERNELS
-            .iter()
+        entries(self.arch)
             .position(|kernel| kernel.name == name)
             .map(|index| self.functions.0[index])
             .ok_or_else(|| Error::Unsupported(format!("no kernel entry named {name}")))

@@ -21,8 +21,9 @@
 
 use cust::stream::Stream;
 use flashomni_kernels::abi::{
-    self, ATTENTION_TILE_Q, GEMM_MAX_HEADS, GEMM_MAX_SPLITS, GEMM_O_MODE_ACTIVE, GEMM_O_MODE_CACHE, GEMM_THREADS,
-    GEMM_TILE_K, GEMM_TILE_N, GemmParams, GemmRows, GemmTensorMaps, TensorMap,
+    self, ATTENTION_TILE_Q, GEMM_MAX_HEADS, GEMM_MAX_SPLITS, GEMM_O_MODE_ACTIVE, GEMM_O_MODE_CACHE,
+    GEMM_O_WIDE_CONSUMERS, GEMM_O_WIDE_ROWS, GEMM_O_WIDE_THREADS, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GemmParams,
+    GemmRows, GemmTensorMaps, TensorMap,
 };
 use flashomni_symbols::read_bit;
 
@@ -41,6 +42,14 @@ use crate::validate::{check_aligned, check_len};
 const MAX_GRID_Y: u32 = 65_535;
 /// Most CTAs a grid may have along x (GEMM-Q's work items).
 const MAX_GRID_X: u64 = (1 << 31) - 1;
+/// Columns of a wide GEMM-O CTA tile.
+const GEMM_O_WIDE_COLUMNS: u32 = GEMM_O_WIDE_CONSUMERS * GEMM_TILE_N;
+
+/// The launch shape of a per-tile GEMM entry of `rows`-row CTAs over `grid`.
+fn per_tile_shape(grid: (u32, u32, u32), rows: GemmRows) -> LaunchShape {
+    LaunchShape { grid, threads: GEMM_THREADS, shared_bytes: abi::gemm_shared_bytes(rows) }
+}
+
 /// GEMM-Q: whether 128-row CTAs should run a launch whose (estimated) working 128-row tiles
 /// fill `waves` waves (2 CTAs per multiprocessor), on the module `arch`, where `split` says
 /// that a split-K workspace would cut the partly filled last wave ([`gemm_q_split`]).
@@ -76,6 +85,12 @@ fn gemm_q_auto_split(arch: Arch, tiles: u32, k: u32, rows: GemmRows, multiproces
 /// used. With many tiles 64-row CTAs lost at every measured sparsity (r = 0.5–0.9: each
 /// re-reads the selected heads' weights for half as many rows), so sparsity does not enter.
 const GEMM_O_MIN_WAVES_FOR_LARGE_CTAS: f64 = 2.0;
+
+/// GEMM-O on `sm_90a`: from this many wide tiles' worth of summed heads per multiprocessor on,
+/// the persistent kernel runs the launch. On the H200 (runs 53–55) it was 3–15% faster there
+/// (dense, and r = 0.5–0.75 at M = 33792) and tied or lost up to 8% on smaller launches
+/// (r = 0.9, or M = 4608).
+const GEMM_O_MIN_WIDE_TILES_PER_SM: f64 = 5.0;
 
 /// The tensors and head layout of one GEMM-Q call (`Y = X·Wᵀ + b`, `n = heads · head_dim`).
 pub struct GemmQArgs<'a, T> {
@@ -139,6 +154,14 @@ pub struct GemmOArgs<'a, T> {
     /// CTA size; `None` lets the launcher choose (see [`gemm_o_rows`]). With symbols, 128-row
     /// CTAs need `token_offset` and `block_q` to be multiples of 128, 64-row ones of 64.
     pub tile_rows: Option<GemmRows>,
+    /// Workspace for the persistent kernel's tile counters: with one, the launcher may run
+    /// the launch on the persistent kernel (see [`gemm_o_persistent`]); `None` never does.
+    /// Written by the launch, like `out`.
+    pub workspace: Option<&'a mut GemmWorkspace>,
+    /// `Some(true)` forces the persistent `sm_90a` kernel (needs `workspace`, the Hopper
+    /// module and 128-row CTAs), `Some(false)` the per-tile kernels; `None` lets the launcher
+    /// choose.
+    pub persistent: Option<bool>,
 }
 
 /// Estimated fraction of (query block, head) pairs the symbols compute (S_c = 1), from the
@@ -191,6 +214,18 @@ pub fn gemm_o_rows(m: u32, n: u32, large_allowed: bool, multiprocessors: u32) ->
     let wave = f64::from(resident_ctas(GemmRows::Rows128) * multiprocessors);
     let few_tiles = large_tiles(m, n) < GEMM_O_MIN_WAVES_FOR_LARGE_CTAS * wave;
     if !large_allowed || few_tiles { GemmRows::Rows64 } else { GemmRows::Rows128 }
+}
+
+/// Whether a GEMM-O launch without a forced kernel runs on the persistent `sm_90a` kernel: on
+/// the Hopper module, with 128-row CTAs, when the `m × n` output holds at least
+/// `GEMM_O_MIN_WIDE_TILES_PER_SM` (5) `128 × 256` tiles per multiprocessor after scaling by
+/// `summed`, the estimated fraction of (query block, head) pairs whose heads the launch sums.
+/// Smaller launches keep the per-tile kernels, whose hardware-scheduled CTAs start faster.
+pub fn gemm_o_persistent(arch: Arch, rows: GemmRows, m: u32, n: u32, summed: f64, multiprocessors: u32) -> bool {
+    let wide_tiles = f64::from(m.div_ceil(GEMM_O_WIDE_ROWS)) * f64::from(n.div_ceil(GEMM_O_WIDE_COLUMNS));
+    arch == Arch::Sm90a
+        && rows == GemmRows::Rows128
+        && wide_tiles * summed.clamp(0.0, 1.0) >= GEMM_O_MIN_WIDE_TILES_PER_SM * f64::from(multiprocessors)
 }
 
 /// GEMM-Q's tile list for `shape`: (column tile, row tile) pairs, row-major, of the tiles with
@@ -385,7 +420,7 @@ impl Engine {
         // SAFETY: the entry takes one `GemmParams`; every buffer was checked above against
         // the shape, and the views borrow their memory for this call (the caller keeps it
         // alive until the stream has run the launch, as with any asynchronous CUDA call).
-        unsafe { self.launch_gemm(abi::gemm_q_entry(T::KIND, rows), rows, grid, params, stream) }
+        unsafe { self.launch_gemm(abi::gemm_q_entry(T::KIND, rows), rows, per_tile_shape(grid, rows), params, stream) }
     }
 
     /// GEMM-O, asynchronously on `stream`: with `D = k / heads` and `qb` the query block of
@@ -415,6 +450,27 @@ impl Engine {
             });
             gemm_o_rows(m, n, large_allowed, self.multiprocessors())
         });
+        let persistent = match (args.persistent, args.workspace.is_some()) {
+            (Some(true), false) => {
+                return Err(Error::InvalidShape("the persistent GEMM-O needs a workspace".into()));
+            }
+            (Some(true), true) if self.arch() != Arch::Sm90a || rows != GemmRows::Rows128 => {
+                return Err(Error::Unsupported(format!(
+                    "the persistent GEMM-O on the {:?} module with {rows:?} CTAs (it needs Sm90a and Rows128)",
+                    self.arch()
+                )));
+            }
+            (Some(forced), _) => forced,
+            (None, false) => false,
+            (None, true) => {
+                let computed = args.symbols.map_or(Some(1.0), computed_fraction).unwrap_or(1.0);
+                let summed = match args.mode {
+                    GemmOMode::Active => computed,
+                    GemmOMode::Cache => 1.0 - computed,
+                };
+                gemm_o_persistent(self.arch(), rows, m, n, summed, self.multiprocessors())
+            }
+        };
         let grid = check_common(
             Buffer { name: "a", address: args.a.address(), len: args.a.len() },
             Buffer { name: "w", address: args.w.address(), len: args.w.len() },
@@ -463,7 +519,10 @@ impl Engine {
             caching: args.symbols.map_or(0, |symbols| symbols.caching.view().address()),
             tiles: 0,
             partials: 0,
-            arrivals: 0,
+            arrivals: match args.workspace {
+                Some(workspace) if persistent => workspace.tile_counters(),
+                _ => 0,
+            },
             m,
             n,
             k,
@@ -478,8 +537,20 @@ impl Engine {
             split_first: 0,
             splits: 0,
         };
+        let (entry, shape) = if persistent {
+            let tiles = u64::from(m.div_ceil(GEMM_O_WIDE_ROWS)) * u64::from(n.div_ceil(GEMM_O_WIDE_COLUMNS));
+            let ctas = tiles.min(u64::from(self.multiprocessors())) as u32;
+            let shape = LaunchShape {
+                grid: (ctas, 1, 1),
+                threads: GEMM_O_WIDE_THREADS,
+                shared_bytes: abi::gemm_o_wide_shared_bytes(),
+            };
+            (abi::gemm_o_wide_entry(T::KIND), shape)
+        } else {
+            (abi::gemm_o_entry(T::KIND, rows), per_tile_shape(grid, rows))
+        };
         // SAFETY: as in `gemm_q`: one `GemmParams`, every buffer checked against the shape.
-        unsafe { self.launch_gemm(abi::gemm_o_entry(T::KIND, rows), rows, grid, params, stream) }
+        unsafe { self.launch_gemm(entry, rows, shape, params, stream) }
     }
 
     /// The tensor maps of the launch `params` describes, for the module that copies through
@@ -502,8 +573,8 @@ impl Engine {
         })
     }
 
-    /// Launches the GEMM entry `entry`, built for `rows`-row CTAs, over `grid`, with `params`
-    /// completed by the launch's tensor maps.
+    /// Launches the GEMM entry `entry`, whose copies move `rows`-row boxes, with `shape` and
+    /// `params` completed by the launch's tensor maps.
     ///
     /// # Safety
     /// `params` must have been validated for `entry` and describe memory that stays valid
@@ -512,13 +583,12 @@ impl Engine {
         &self,
         entry: &str,
         rows: GemmRows,
-        grid: (u32, u32, u32),
+        shape: LaunchShape,
         mut params: GemmParams,
         stream: &Stream,
     ) -> Result<()> {
         params.maps = self.tensor_maps(&params, rows)?;
         self.make_current()?;
-        let shape = LaunchShape { grid, threads: GEMM_THREADS, shared_bytes: abi::gemm_shared_bytes(rows) };
         // SAFETY: forwarded from the caller; the entry takes one `GemmParams`.
         unsafe { launch(self.function(entry)?, shape, stream.as_inner(), &params) }
     }
@@ -604,5 +674,19 @@ mod tests {
         assert_eq!(gemm_o_rows(33_792, 3072, true, 132), GemmRows::Rows128);
         assert_eq!(gemm_o_rows(33_792, 3072, false, 132), GemmRows::Rows64);
         assert_eq!(gemm_o_rows(256, 3072, true, 132), GemmRows::Rows64);
+    }
+
+    #[test]
+    fn gemm_o_runs_persistent_only_with_enough_summed_work_on_hopper() {
+        // K = N = 3072 on 132 SMs: 12 wide tiles per 128 rows; 660 wide tiles' worth is needed.
+        let persistent = |arch, rows, m, summed| gemm_o_persistent(arch, rows, m, 3072, summed, 132);
+        assert!(persistent(Arch::Sm90a, GemmRows::Rows128, 33_792, 1.0), "dense, 3168 wide tiles");
+        assert!(persistent(Arch::Sm90a, GemmRows::Rows128, 33_792, 0.25), "r = 0.75: 792");
+        assert!(persistent(Arch::Sm90a, GemmRows::Rows128, 16_896, 0.5), "r = 0.5: 792");
+        assert!(!persistent(Arch::Sm90a, GemmRows::Rows128, 33_792, 0.1), "r = 0.9: 317");
+        assert!(!persistent(Arch::Sm90a, GemmRows::Rows128, 16_896, 0.25), "r = 0.75: 396");
+        assert!(!persistent(Arch::Sm90a, GemmRows::Rows128, 4608, 1.0), "dense: 432");
+        assert!(!persistent(Arch::Sm80, GemmRows::Rows128, 33_792, 1.0), "no persistent kernel on sm_80");
+        assert!(!persistent(Arch::Sm90a, GemmRows::Rows64, 33_792, 1.0), "64-row CTAs are per-tile only");
     }
 }

@@ -2,13 +2,14 @@
 //! plus a partly filled last wave, the tiles of that last wave are cut along the reduction
 //! axis into parts that run as separate CTAs, so the wave is made of shorter work and more of
 //! the GPU takes part in it. The last part of a tile to finish sums the parts and writes the
-//! tile (see the kernel's `split` module); the partial sums live in a [`GemmWorkspace`].
+//! tile (see the kernel's `split` module); the partial sums live in a [`GemmWorkspace`], which
+//! also holds the persistent GEMM-O's tile counters.
 //!
 //! The plan ([`gemm_q_split`]) depends only on the number of working tiles, the reduction
 //! length, the CTA size and the multiprocessor count; the result does not depend on it beyond
 //! f32 rounding (the parts are summed in a fixed order, so a given plan is deterministic).
 
-use flashomni_kernels::abi::{GEMM_MAX_SPLITS, GEMM_TILE_K, GemmRows, gemm_partial_bytes};
+use flashomni_kernels::abi::{GEMM_MAX_SPLITS, GEMM_O_TILE_COUNTERS, GEMM_TILE_K, GemmRows, gemm_partial_bytes};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -59,14 +60,17 @@ pub(crate) fn split_over_slots(tiles: u32, k: u32, slots: u32) -> Option<GemmSpl
     (parts >= 2).then_some(GemmSplit { whole_tiles: tiles - tail, parts })
 }
 
-/// Device memory that split GEMM-Q launches write: the f32 partial sums of one wave of parts
-/// and one arrival counter per split tile (zero between launches).
+/// Device memory that GEMM launches may write besides their output: for split GEMM-Q
+/// launches the f32 partial sums of one wave of parts and one arrival counter per split tile;
+/// for the persistent GEMM-O the counters its CTAs claim tiles from. Every counter is zero
+/// between launches (the launch that used it zeroes it again).
 ///
-/// A launch that splits writes its workspace, like its output: launches that may run at the
+/// A launch that uses its workspace writes it, like its output: launches that may run at the
 /// same time (on streams not ordered with each other) need workspaces of their own.
 pub struct GemmWorkspace {
     partials: DeviceArray<f32>,
     arrivals: DeviceArray<u32>,
+    tile_counters: DeviceArray<u32>,
 }
 
 impl GemmWorkspace {
@@ -80,7 +84,14 @@ impl GemmWorkspace {
         Ok(Self {
             partials: DeviceArray::uninitialized((bytes / 4) as usize)?,
             arrivals: DeviceArray::from_host(&vec![0u32; counters as usize])?,
+            tile_counters: DeviceArray::from_host(&[0u32; GEMM_O_TILE_COUNTERS])?,
         })
+    }
+
+    /// The device address of the persistent GEMM-O's tile counters (see
+    /// [`GEMM_O_TILE_COUNTERS`]).
+    pub(crate) fn tile_counters(&mut self) -> u64 {
+        self.tile_counters.view_mut().address()
     }
 
     /// Partial tiles of `rows`-row CTAs the workspace holds.

@@ -186,6 +186,49 @@ impl GemmRows {
         }
     }
 }
+/// Consumer warpgroups of the warp-specialized `sm_90a` GEMM-O ("wide" CTAs): each computes
+/// a [`GEMM_O_WIDE_ROWS`] × [`GEMM_TILE_N`] tile, side by side, so the CTA's output tile is
+/// `GEMM_O_WIDE_ROWS × GEMM_O_WIDE_CONSUMERS · GEMM_TILE_N` and every A k-tile it loads feeds
+/// all of them.
+pub const GEMM_O_WIDE_CONSUMERS: u32 = 2;
+/// Output rows of a wide GEMM-O CTA (symbols: `token_offset` and `block_q` multiples of it).
+pub const GEMM_O_WIDE_ROWS: u32 = 128;
+/// Threads of a wide GEMM-O CTA: the consumer warpgroups, then a producer warpgroup (one warp
+/// of it issues every copy; the warpgroup exists to hand its registers to the consumers).
+pub const GEMM_O_WIDE_THREADS: u32 = (GEMM_O_WIDE_CONSUMERS + 1) * GEMM_THREADS;
+/// Pipeline stages of a wide GEMM-O CTA.
+pub const GEMM_O_WIDE_STAGES: u32 = 4;
+
+/// Bytes of one wide GEMM-O stage: the A k-tile and one W k-tile per consumer.
+pub const fn gemm_o_wide_stage_bytes() -> u32 {
+    (GEMM_O_WIDE_ROWS + GEMM_O_WIDE_CONSUMERS * GEMM_TILE_N) * GEMM_TILE_K * 2
+}
+
+/// `u32` counters a wide GEMM-O launch claims tiles from ([`GemmParams::arrivals`]): the
+/// next unclaimed tile, then the CTAs that claimed past the last one. Both are zero at launch;
+/// the last CTA to finish zeroes them again.
+pub const GEMM_O_TILE_COUNTERS: usize = 2;
+/// Slots of a wide GEMM-O CTA's tile queue: tile numbers its producer warp announced and its
+/// consumers have not all read yet.
+pub const GEMM_O_WIDE_TILE_SLOTS: u32 = 2;
+
+/// Dynamic shared memory of a wide GEMM-O CTA: the stages (which also stage the `C` and
+/// output tiles), their `mbarrier`s (a full and an empty one per stage), the tile queue's
+/// `mbarrier`s (announced and taken, per slot) and its tile numbers.
+pub const fn gemm_o_wide_shared_bytes() -> u32 {
+    GEMM_O_WIDE_STAGES * gemm_o_wide_stage_bytes()
+        + 2 * (GEMM_O_WIDE_STAGES + GEMM_O_WIDE_TILE_SLOTS) * 8
+        + 8 * GEMM_O_WIDE_TILE_SLOTS
+}
+
+/// The wide GEMM-O entry for an element type (built in the `sm_90a` module only).
+pub const fn gemm_o_wide_entry(element: ElementKind) -> &'static str {
+    match element {
+        ElementKind::Bf16 => "flashomni_gemm_o_bf16_wide",
+        ElementKind::F16 => "flashomni_gemm_o_f16_wide",
+    }
+}
+
 /// Most heads GEMM-O supports (the size of its per-CTA head list in shared memory).
 pub const GEMM_MAX_HEADS: u32 = 256;
 /// [`GemmParams::mode`] of GEMM-O cache mode: sum the heads with S_c = 0, plus the bias.
@@ -274,7 +317,7 @@ pub struct GemmParams {
     pub partials: u64,
     /// GEMM-Q with `splits > 1`: one `u32` arrival counter per split tile, zero before the
     /// launch; the last part of a tile to arrive sums the partials, writes the tile and resets
-    /// its counter to zero.
+    /// its counter to zero. The wide GEMM-O: its [`GEMM_O_TILE_COUNTERS`] tile counters.
     pub arrivals: u64,
     /// Rows of `A` and of the output.
     pub m: u32,
@@ -361,7 +404,7 @@ const _: () = assert!(
     "tensor maps sit at 64-byte multiples of the (64-byte aligned) GEMM parameter"
 );
 
-/// Every entry the PTX module must contain, with its parameter size.
+/// Every entry each PTX module must contain, with its parameter size.
 pub const KERNELS: &[KernelAbi] = &[
     KernelAbi { name: "flashomni_attention_bf16_d64_r64", param_size: ATTENTION_PARAMS, param_align: 8 },
     KernelAbi { name: "flashomni_attention_bf16_d64_r128", param_size: ATTENTION_PARAMS, param_align: 8 },
@@ -411,4 +454,10 @@ pub const KERNELS: &[KernelAbi] = &[
         param_size: GEMM_PARAMS,
         param_align: TENSOR_MAP_ALIGN,
     },
+];
+
+/// Entries that only the `sm_90a` module contains, with their parameter sizes.
+pub const HOPPER_KERNELS: &[KernelAbi] = &[
+    KernelAbi { name: gemm_o_wide_entry(ElementKind::Bf16), param_size: GEMM_PARAMS, param_align: TENSOR_MAP_ALIGN },
+    KernelAbi { name: gemm_o_wide_entry(ElementKind::F16), param_size: GEMM_PARAMS, param_align: TENSOR_MAP_ALIGN },
 ];

@@ -18,7 +18,7 @@ use std::cell::RefCell;
 
 use anyhow::{Context, Result, bail, ensure};
 use flashomni::{
-    DeviceArray, DeviceSymbols, Element, Engine, Error, GemmOArgs, GemmOMode, GemmQArgs, GemmRows, GemmSplit,
+    Arch, DeviceArray, DeviceSymbols, Element, Engine, Error, GemmOArgs, GemmOMode, GemmQArgs, GemmRows, GemmSplit,
     GemmWorkspace,
 };
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry, SymbolsView};
@@ -227,11 +227,15 @@ struct OCase {
     n: u32,
     layout: HeadLayout,
     rows: Option<GemmRows>,
+    /// Forces the persistent kernel on the `sm_90a` module (with `rows` = 128); elsewhere, and
+    /// when false, the launch gets no workspace and runs the per-tile kernels.
+    persistent: bool,
 }
 
 impl OCase {
     /// Token offsets and query blocks are multiples of 128 when 128-row CTAs are forced,
-    /// otherwise of 64 or 128 (the launcher must then pick 64 rows where 128 cannot work).
+    /// otherwise of 64 or 128 (the launcher must then pick 64 rows where 128 cannot work);
+    /// half the cases with forced 128-row CTAs force the persistent kernel.
     fn draw(seed: u64) -> OCase {
         let mut rng = seeded_rng(seed);
         let rows = draw_rows(&mut rng);
@@ -243,6 +247,7 @@ impl OCase {
             n: 8 * rng.gen_range(1..=48),
             layout: HeadLayout::draw(&mut rng, 6, |rng| unit * rng.gen_range(0..4), block_qs),
             rows,
+            persistent: rows == Some(GemmRows::Rows128) && rng.gen_bool(0.5),
         }
     }
 
@@ -267,6 +272,10 @@ fn run_o<T: Element>(engine: &Engine, case: &OCase) -> Result<()> {
     let bias_dev = DeviceArray::from_host(&bias)?;
     let mut cache = poisoned::<T>(m * n)?;
     let mut out = poisoned::<T>(m * n)?;
+    // Both launches share one workspace: the second finds the tile counters the first used
+    // zeroed again, or leaves poisoned tiles.
+    let persistent = case.persistent && engine.arch() == Arch::Sm90a;
+    let mut workspace = persistent.then(|| GemmWorkspace::new(engine)).transpose()?;
     let args = GemmOArgs {
         a: a_dev.view(),
         w: w_dev.view(),
@@ -277,6 +286,8 @@ fn run_o<T: Element>(engine: &Engine, case: &OCase) -> Result<()> {
         heads: case.layout.heads,
         symbols: device_symbols.as_ref(),
         tile_rows: case.rows,
+        workspace: workspace.as_mut(),
+        persistent: persistent.then_some(true),
     };
     engine.gemm_o(args, case.m, case.n, case.k(), engine.stream())?;
     let args = GemmOArgs {
@@ -289,6 +300,8 @@ fn run_o<T: Element>(engine: &Engine, case: &OCase) -> Result<()> {
         heads: case.layout.heads,
         symbols: device_symbols.as_ref(),
         tile_rows: case.rows,
+        workspace: workspace.as_mut(),
+        persistent: persistent.then_some(true),
     };
     engine.gemm_o(args, case.m, case.n, case.k(), engine.stream())?;
     engine.synchronize()?;
@@ -444,7 +457,7 @@ fn gemm_larger_shapes() -> Result<()> {
             with_bias: true,
         };
         for rows in GemmRows::ALL {
-            let o = OCase { seed: 42, m: 520, n: 392, layout: layout.clone(), rows: Some(rows) };
+            let o = OCase { seed: 42, m: 520, n: 392, layout: layout.clone(), rows: Some(rows), persistent: false };
             run_o::<bf16>(engine, &o)?;
         }
         // 64-row CTAs also take token offsets and query blocks that are multiples of 64 only.
@@ -458,10 +471,30 @@ fn gemm_larger_shapes() -> Result<()> {
             with_bias: true,
         };
         for rows in [None, Some(GemmRows::Rows64)] {
-            let o = OCase { seed: 43, m: 450, n: 264, layout: layout.clone(), rows };
+            let o = OCase { seed: 43, m: 450, n: 264, layout: layout.clone(), rows, persistent: false };
             run_o::<bf16>(engine, &o)?;
         }
         Ok(())
+    })
+}
+
+/// The persistent GEMM-O (`sm_90a`) runs one CTA per multiprocessor over 128 × 256 tiles:
+/// 14 × 11 = 154 tiles make some CTAs claim two, and the last column of tiles has one
+/// consumer's columns partly and the other's wholly outside the output.
+#[test]
+fn gemm_o_ctas_walking_several_tiles() -> Result<()> {
+    for_each_engine("gemm_o_ctas_walking_several_tiles", |engine| {
+        let layout = HeadLayout {
+            heads: 2,
+            head_dim: 128,
+            token_offset: 256,
+            block_q: 128,
+            q_extra: 3,
+            cache_ratio: Some(0.5),
+            with_bias: true,
+        };
+        let o = OCase { seed: 44, m: 1700, n: 2568, layout, rows: Some(GemmRows::Rows128), persistent: true };
+        run_o::<bf16>(engine, &o)
     })
 }
 
@@ -524,6 +557,8 @@ fn o_args<'a>(
         heads,
         symbols,
         tile_rows: None,
+        workspace: None,
+        persistent: None,
     }
 }
 
@@ -601,6 +636,22 @@ fn gemm_bad_inputs_are_rejected_with_clear_errors() -> Result<()> {
     match engine.gemm_o(args, 16, 64, 256, stream) {
         Err(Error::Unsupported(message)) => ensure!(message.contains("128-row"), "{message}"),
         other => bail!("forced 128-row CTAs must need a 128-aligned token_offset, got {other:?}"),
+    }
+    let args = GemmOArgs { persistent: Some(true), ..o_args(&big, &mut out, 2, 0, None) };
+    match engine.gemm_o(args, 16, 64, 256, stream) {
+        Err(Error::InvalidShape(message)) => ensure!(message.contains("workspace"), "{message}"),
+        other => bail!("a forced persistent GEMM-O without a workspace must be rejected, got {other:?}"),
+    }
+    let mut workspace = GemmWorkspace::new(&engine)?;
+    let args = GemmOArgs {
+        persistent: Some(true),
+        workspace: Some(&mut workspace),
+        tile_rows: Some(GemmRows::Rows64),
+        ..o_args(&big, &mut out, 2, 0, None)
+    };
+    match engine.gemm_o(args, 16, 64, 256, stream) {
+        Err(Error::Unsupported(message)) => ensure!(message.contains("persistent"), "{message}"),
+        other => bail!("a forced persistent GEMM-O with 64-row CTAs must be unsupported, got {other:?}"),
     }
     match engine.gemm_o(o_args(&big, &mut out, 2, 0, None), 16, 60, 256, stream) {
         Err(Error::Misaligned { .. }) => {}

@@ -4,7 +4,7 @@
 //! outside.
 
 use flashomni::Arch;
-use flashomni::abi::{AttentionParams, KERNELS};
+use flashomni::abi::{AttentionParams, HOPPER_KERNELS, KERNELS, KernelAbi};
 
 /// The parameter list of entry `name` in `ptx`: `(alignment, size)` of each `.param`.
 fn entry_params(ptx: &str, name: &str) -> Option<Vec<(usize, usize)>> {
@@ -27,11 +27,17 @@ fn entry_params(ptx: &str, name: &str) -> Option<Vec<(usize, usize)>> {
     Some(params)
 }
 
+/// The entries module `arch` must contain.
+fn entries(arch: Arch) -> Vec<&'static KernelAbi> {
+    let hopper: &[KernelAbi] = if arch == Arch::Sm90a { HOPPER_KERNELS } else { &[] };
+    KERNELS.iter().chain(hopper).collect()
+}
+
 #[test]
 fn every_entry_has_one_parameter_of_the_host_struct_size() {
     for arch in Arch::ALL {
         let ptx = arch.ptx();
-        for kernel in KERNELS {
+        for kernel in entries(arch) {
             let params = entry_params(ptx, kernel.name)
                 .unwrap_or_else(|| panic!("{arch:?}: entry {} missing from the PTX", kernel.name));
             assert_eq!(params.len(), 1, "{arch:?} {}: one by-value struct parameter expected", kernel.name);
@@ -61,9 +67,10 @@ fn modules_are_self_contained_and_target_their_arch() {
 
 #[test]
 fn no_entry_is_missing_from_the_list() {
-    let ptx = Arch::Sm80.ptx();
-    let entries = ptx.lines().filter(|line| line.contains(".entry")).count();
-    assert_eq!(entries, KERNELS.len(), "the PTX has entries the host does not know about");
+    for arch in Arch::ALL {
+        let count = arch.ptx().lines().filter(|line| line.contains(".entry")).count();
+        assert_eq!(count, entries(arch).len(), "{arch:?}: the PTX has entries the host does not know about");
+    }
 }
 
 #[test]

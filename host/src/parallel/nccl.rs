@@ -20,7 +20,7 @@
 //! from rank `j` (itself included).
 
 use core::ffi::{c_char, c_int, c_void};
-use core::mem::size_of;
+use core::mem::{ManuallyDrop, size_of};
 use std::ffi::{CStr, OsStr};
 use std::path::Path;
 use std::sync::{Arc, Once};
@@ -155,8 +155,12 @@ fn disable_nvls() {
 pub struct Nccl {
     functions: Functions,
     path: String,
-    /// Keeps the code the function pointers point into mapped.
-    _library: Library,
+    /// Keeps the code the function pointers point into mapped, for the rest of the process:
+    /// NCCL is never unloaded, because `ncclGetUniqueId` and communicators leave NCCL's own
+    /// threads (the bootstrap listener, proxies) running in its code after the calls return,
+    /// and unmapping the library under them crashes the process (seen on the H200 machine as a
+    /// segmentation fault once a test's `Nccl` was dropped).
+    _library: ManuallyDrop<Library>,
 }
 
 impl Nccl {
@@ -185,12 +189,12 @@ impl Nccl {
         let path = if path.is_dir() { path.join(LIBRARY_NAME) } else { path.to_path_buf() };
         disable_nvls();
         // SAFETY: opening a shared library runs its initialisers; NCCL's only set up internal
-        // state. The library stays open as long as the returned `Nccl`.
+        // state. Once it resolves, the library stays open for the rest of the process.
         let library = unsafe { Library::new(path.as_os_str()) }
             .map_err(|err| Error::NcclUnavailable(format!("cannot open {}: {err}", path.display())))?;
         // SAFETY: a library exporting these names is NCCL, whose signatures `resolve` declares.
         let functions = unsafe { Functions::resolve(&library) }?;
-        Ok(Arc::new(Self { functions, path: path.display().to_string(), _library: library }))
+        Ok(Arc::new(Self { functions, path: path.display().to_string(), _library: ManuallyDrop::new(library) }))
     }
 
     /// The path the library was opened from (as given, or as the loader was asked).

@@ -42,6 +42,41 @@ pub fn sync_threads() {
     unsafe { asm!("bar.sync 0;", options(nostack)) };
 }
 
+/// Barrier `id` (0–15) for `threads` threads (a multiple of 32; `bar.sync id, threads`): the
+/// first `threads` threads to arrive, counted by warp, release each other. Every warp of the
+/// group that synchronizes on `id` must reach it, and no other warp may use `id` meanwhile.
+#[inline(always)]
+pub fn sync_named(id: u32, threads: u32) {
+    // SAFETY: a barrier only orders memory; callers keep each group's control flow uniform.
+    unsafe { asm!("bar.sync {0}, {1};", in(reg32) id, in(reg32) threads, options(nostack)) };
+}
+
+/// Number of CTAs of the grid along x.
+#[cfg(target_feature = "sm_90a")]
+#[inline(always)]
+pub fn grid_dim_x() -> u32 {
+    // SAFETY: reading a special register has no side effects.
+    unsafe { core::arch::nvptx::_grid_dim_x() as u32 }
+}
+
+/// Lowers this warpgroup's per-thread register allocation to `REGISTERS` (`setmaxnreg.dec`), so
+/// that other warpgroups of the CTA may raise theirs. Every warp of the warpgroup executes it.
+#[cfg(target_feature = "sm_90a")]
+#[inline(always)]
+pub fn release_registers<const REGISTERS: u32>() {
+    // SAFETY: only changes the register budget; all warps of the warpgroup execute it.
+    unsafe { asm!("setmaxnreg.dec.sync.aligned.u32 {0};", const REGISTERS, options(nostack)) };
+}
+
+/// Raises this warpgroup's per-thread register allocation to `REGISTERS` (`setmaxnreg.inc`),
+/// waiting until other warpgroups released enough. Every warp of the warpgroup executes it.
+#[cfg(target_feature = "sm_90a")]
+#[inline(always)]
+pub fn claim_registers<const REGISTERS: u32>() {
+    // SAFETY: only changes the register budget; all warps of the warpgroup execute it.
+    unsafe { asm!("setmaxnreg.inc.sync.aligned.u32 {0};", const REGISTERS, options(nostack)) };
+}
+
 /// Warp-wide barrier that also orders shared memory among the warp's lanes.
 #[inline(always)]
 pub fn sync_warp() {
@@ -242,6 +277,21 @@ pub fn shfl_xor(value: f32, mask: u32) -> f32 {
         asm!(
             "shfl.sync.bfly.b32 {0}, {1}, {2}, 0x1f, 0xffffffff;",
             out(reg32) r, in(reg32) value, in(reg32) mask, options(nostack, nomem)
+        )
+    };
+    r
+}
+
+/// The `value` of lane `lane` (`shfl.sync.idx`).
+#[cfg(target_feature = "sm_90a")]
+#[inline(always)]
+pub fn shfl_idx_u32(value: u32, lane: u32) -> u32 {
+    let r: u32;
+    // SAFETY: all 32 lanes execute the shuffle together (full member mask).
+    unsafe {
+        asm!(
+            "shfl.sync.idx.b32 {0}, {1}, {2}, 0x1f, 0xffffffff;",
+            out(reg32) r, in(reg32) value, in(reg32) lane, options(nostack, nomem)
         )
     };
     r

@@ -71,6 +71,18 @@ pub unsafe fn barrier_arrive_expect_bytes(barrier: u32, bytes: u32) {
     };
 }
 
+/// Arrives on `barrier` once (release semantics at CTA scope: this thread's earlier reads and
+/// writes of shared memory happen before the phase completes for its waiters).
+///
+/// # Safety
+/// `barrier` must be an initialised `mbarrier` in the CTA's shared memory that expects this
+/// arrival in its current phase.
+#[inline(always)]
+pub unsafe fn barrier_arrive(barrier: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("mbarrier.arrive.shared::cta.b64 _, [{0}];", in(reg32) barrier, options(nostack)) };
+}
+
 /// Whether the phase of `barrier` with parity `parity` has completed (one bounded, hardware-
 /// suspended wait; call again until it returns true).
 ///

@@ -3,6 +3,7 @@
 //! commit group per k-tile (a stage has landed when at most `STAGES - 2` groups are still
 //! pending), and of GEMM-O's `C` tile; the output tile is stored by the epilogue's threads.
 
+use super::crew::Crew;
 use super::epilogue::{OUT_CHUNKS, OUT_PANELS, out_panel};
 use super::{ELEMENT_BYTES, K_CHUNKS, tile_m};
 use crate::abi::{GEMM_THREADS, GemmParams};
@@ -146,7 +147,7 @@ impl StageSource {
     /// # Safety
     /// None needed here; the signature matches the `sm_90a` module's.
     #[inline(always)]
-    pub(super) unsafe fn store_tile<const MT: usize>(&self, _staging: u32) -> bool {
+    pub(super) unsafe fn store_tile<const MT: usize>(&self, _staging: u32, _crew: Crew) -> bool {
         false
     }
 }

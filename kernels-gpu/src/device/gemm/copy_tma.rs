@@ -16,8 +16,9 @@
 
 use core::mem::offset_of;
 
+use super::crew::Crew;
 use super::epilogue::{OUT_PANELS, PANEL_COLUMNS, out_panel, staging_bytes};
-use crate::abi::{GemmParams, GemmTensorMaps};
+use crate::abi::{GEMM_TILE_N, GemmParams, GemmTensorMaps};
 use crate::device::ptx::{evict_first_policy, evict_normal_policy, sync_threads, thread_index};
 use crate::device::tile::Tile;
 use crate::device::tma::{
@@ -114,23 +115,42 @@ impl StageSource {
     }
 
     /// Issues the copies of the k-tile starting at reduction index `k0` into the stage's tiles
-    /// `a` and `w`, completing on the stage's `barrier`. Every thread calls it; thread 0 arms
-    /// the barrier with the stage's bytes and issues the two boxes.
+    /// `a` and `w`, completing on the stage's `barrier`. Every thread calls it; thread 0 issues
+    /// them ([`StageSource::issue_load`]).
     ///
     /// # Safety
-    /// `k0` must be below `k`; the tiles must be the stage's, 1024-byte aligned, and nobody
-    /// may read or write them until [`StageSource::wait`] on `barrier` returns; `barrier`
-    /// must have been prepared and its previous phase waited for.
+    /// As for [`StageSource::issue_load`].
     #[inline(always)]
     pub(super) unsafe fn load(&self, a: &Tile, w: &Tile, k0: u32, barrier: u32) {
         if thread_index() == 0 {
-            // SAFETY: the maps describe the validated operands (constructor's contract);
-            // out-of-range rows and columns of a box are zero-filled by the copy; the
-            // barrier expects exactly the two boxes' bytes.
-            unsafe {
-                barrier_arrive_expect_bytes(barrier, a.bytes() + w.bytes());
-                load_box_2d(a.chunk_address(0, 0), self.maps.a, k0, self.m0, barrier, evict_first_policy());
-                load_box_2d(w.chunk_address(0, 0), self.maps.w, k0, self.n0, barrier, evict_normal_policy());
+            // SAFETY: forwarded from the caller.
+            unsafe { self.issue_load(a, w, 1, k0, barrier) };
+        }
+    }
+
+    /// Arms `barrier` with the stage's bytes and issues its boxes of the k-tile starting at
+    /// reduction index `k0`: A's rows `m0 …` into `a`, and W's rows `n0 + j·GEMM_TILE_N …` for
+    /// `j < w_tiles` into `w_tiles` consecutive tiles the size of `w`, from `w` on. Called by
+    /// the one thread that issues the CTA's copies.
+    ///
+    /// # Safety
+    /// `k0` must be below `k`; the tiles must be 1024-byte aligned shared memory of one box
+    /// each, which nobody reads or writes until a wait on `barrier` returns; `barrier` must have
+    /// been prepared and its previous phase waited for.
+    #[inline(always)]
+    pub(super) unsafe fn issue_load(&self, a: &Tile, w: &Tile, w_tiles: u32, k0: u32, barrier: u32) {
+        let bytes = a.bytes() + w_tiles * w.bytes();
+        // SAFETY: the maps describe the validated operands (constructor's contract);
+        // out-of-range rows and columns of a box are zero-filled by the copy; the barrier
+        // expects exactly the boxes' bytes.
+        unsafe {
+            barrier_arrive_expect_bytes(barrier, bytes);
+            load_box_2d(a.chunk_address(0, 0), self.maps.a, k0, self.m0, barrier, evict_first_policy());
+            let mut j = 0;
+            while j < w_tiles {
+                let destination = w.chunk_address(0, 0) + j * w.bytes();
+                load_box_2d(destination, self.maps.w, k0, self.n0 + j * GEMM_TILE_N, barrier, evict_normal_policy());
+                j += 1;
             }
         }
     }
@@ -144,27 +164,40 @@ impl StageSource {
         unsafe { barrier_wait(barrier, parity) };
     }
 
-    /// Issues the copies of the CTA's `C` tile into the staged output tile at `staging`
-    /// (columns outside `C` read as zero), completing on `barrier`, the barrier of the stage
-    /// they land in. Every thread calls it; thread 0 arms the barrier and issues two boxes.
+    /// Issues the copies of the CTA's `C` tile into the staged output tile at `staging`,
+    /// completing on `barrier`, the barrier of the stage they land in. Every thread calls it;
+    /// thread 0 issues them ([`Self::issue_load_c`]).
     ///
     /// # Safety
-    /// `p` must be a validated launch with a `C` matrix and its `maps.c`; `staging` must be the
-    /// tail stage (1024-byte aligned, nobody reading or writing it until [`Self::wait_c`]);
-    /// `barrier` that stage's, its previous phase waited for.
+    /// As for [`Self::issue_load_c`].
     #[inline(always)]
     pub(super) unsafe fn load_c<const MT: usize>(&self, _p: &GemmParams, staging: u32, barrier: u32) {
         if thread_index() == 0 {
-            // SAFETY: as for `load`; the two boxes are exactly the bytes the barrier expects.
-            unsafe {
-                barrier_arrive_expect_bytes(barrier, staging_bytes(MT));
-                let mut panel = 0;
-                while panel < OUT_PANELS {
-                    let x = self.n0 + panel * PANEL_COLUMNS;
-                    let destination = out_panel::<MT>(staging, panel).chunk_address(0, 0);
-                    load_box_2d(destination, self.maps.c, x, self.m0, barrier, evict_first_policy());
-                    panel += 1;
-                }
+            // SAFETY: forwarded from the caller.
+            unsafe { self.issue_load_c::<MT>(staging, barrier) };
+        }
+    }
+
+    /// Arms `barrier` with the `C` tile's bytes and issues it as two 64-column boxes into the
+    /// staged output tile at `staging` (columns outside `C` read as zero). Called by the one
+    /// thread that issues the CTA's copies.
+    ///
+    /// # Safety
+    /// The launch must have a `C` matrix and its `maps.c`; `staging` must be
+    /// [`staging_bytes`]`(MT)` bytes of shared memory, 1024-byte aligned, that nobody reads or
+    /// writes until a wait on `barrier` returns; `barrier` prepared, its previous phase waited
+    /// for.
+    #[inline(always)]
+    pub(super) unsafe fn issue_load_c<const MT: usize>(&self, staging: u32, barrier: u32) {
+        // SAFETY: as for `issue_load`; the two boxes are exactly the bytes the barrier expects.
+        unsafe {
+            barrier_arrive_expect_bytes(barrier, staging_bytes(MT));
+            let mut panel = 0;
+            while panel < OUT_PANELS {
+                let x = self.n0 + panel * PANEL_COLUMNS;
+                let destination = out_panel::<MT>(staging, panel).chunk_address(0, 0);
+                load_box_2d(destination, self.maps.c, x, self.m0, barrier, evict_first_policy());
+                panel += 1;
             }
         }
     }
@@ -180,20 +213,20 @@ impl StageSource {
 
     /// Stores the staged output tile at `staging` to the CTA's place in the output as two
     /// 64-column boxes (the copy engine drops what lies outside the matrix) and returns true.
-    /// Every thread calls it after writing its part of the staged tile; thread 0 issues the
-    /// stores and waits until they have read shared memory.
+    /// Every thread of `crew` calls it after writing its part of the staged tile; the crew's
+    /// thread 0 issues the stores and waits until they have read shared memory.
     ///
     /// # Safety
     /// `p.maps.out` must describe the validated output; `staging` must be the staged tile
     /// ([`super::epilogue::staging_bytes`], 1024-byte aligned), complete once every thread
     /// has called this.
     #[inline(always)]
-    pub(super) unsafe fn store_tile<const MT: usize>(&self, staging: u32) -> bool {
+    pub(super) unsafe fn store_tile<const MT: usize>(&self, staging: u32, crew: Crew) -> bool {
         // Each thread's shared-memory writes become visible to the copy engine, then the
         // barrier collects every thread's.
         fence_proxy_async();
-        sync_threads();
-        if thread_index() == 0 {
+        crew.sync();
+        if crew.thread == 0 {
             let mut panel = 0;
             while panel < OUT_PANELS {
                 let x = self.n0 + panel * PANEL_COLUMNS;

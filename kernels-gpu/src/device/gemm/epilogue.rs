@@ -21,13 +21,12 @@
 //! faster).
 
 use super::copy::StageSource;
+use super::crew::Crew;
 use super::math::fragment_origin;
 use super::{Accumulators, ELEMENT_BYTES, K_CHUNKS, tile_m};
 use crate::abi::{GEMM_THREADS, GEMM_TILE_N, GemmParams};
 use crate::device::element::MmaElement;
-use crate::device::ptx::{
-    ld_shared_b32, ld_shared_v4, st_global_v4_streaming, st_shared_b32, sync_threads, thread_index,
-};
+use crate::device::ptx::{ld_shared_b32, ld_shared_v4, st_global_v4_streaming, st_shared_b32};
 use crate::device::tile::Tile;
 
 /// 16-byte chunks per output tile row.
@@ -63,8 +62,8 @@ const fn staged_chunk<const MT: usize>(staging: u32, row: u32, chunk: u32) -> u3
 /// when the launch has `C`, its tile must already have landed there and be visible to every
 /// thread (the module's `load_c` and `wait_c`).
 ///
-/// Must be called by all threads of the CTA, after [`super::mainloop::mainloop`] (its shared
-/// memory is reused).
+/// Must be called by all threads of `crew` (the threads that computed `acc`), after the main
+/// loop (its shared memory may be reused).
 ///
 /// # Safety
 /// `p` must describe a launch the host validated (buffer sizes, 16-byte aligned rows, a bias
@@ -76,12 +75,13 @@ pub(super) unsafe fn epilogue<E: MmaElement, const MT: usize>(
     source: &StageSource,
     mut acc: Accumulators<MT>,
     staging: u32,
+    crew: Crew,
     whole: bool,
     writable: impl Fn(u32, u32) -> bool,
 ) {
-    let tid = thread_index();
+    let tid = crew.thread;
     let lane = tid % 32;
-    let warp = tid / 32;
+    let warp = crew.warp();
     let (m0, n0) = source.origin();
     let rows = (p.m - m0).min(tile_m(MT));
     let chunks = ((p.n - n0) / 8).min(OUT_CHUNKS);
@@ -139,10 +139,10 @@ pub(super) unsafe fn epilogue<E: MmaElement, const MT: usize>(
     }
     // SAFETY: the staged tile is complete in this thread's part; the store's contract is
     // this function's.
-    if whole && unsafe { source.store_tile::<MT>(staging) } {
+    if whole && unsafe { source.store_tile::<MT>(staging, crew) } {
         return;
     }
-    sync_threads();
+    crew.sync();
 
     let out = p.out as *mut u8;
     let mut i = 0;

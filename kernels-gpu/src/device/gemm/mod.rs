@@ -22,11 +22,14 @@
 mod copy_threads;
 #[cfg(target_feature = "sm_90a")]
 mod copy_tma;
+mod crew;
 mod epilogue;
 mod mainloop;
 #[cfg(not(target_feature = "sm_90a"))]
 mod mma_sync;
 mod o;
+#[cfg(target_feature = "sm_90a")]
+mod o_wide;
 mod q;
 mod split;
 #[cfg(target_feature = "sm_90a")]
@@ -109,11 +112,26 @@ const _: () = {
 /// A warp's f32 accumulators: `[m16 tile][n8 tile][mma C fragment]`.
 type Accumulators<const MT: usize> = [[[f32; 4]; NT]; MT];
 
-/// Defines the `extern "ptx-kernel"` entry `$name` that runs `$kernel` for element `$element`
-/// with the CTA size `GemmRows::$rows`.
+/// Defines the `extern "ptx-kernel"` entry `$name` that runs `$kernel` for element `$element`:
+/// with `$rows`, the per-tile kernel instantiated for the CTA size `GemmRows::$rows`; without,
+/// a kernel generic over the element only.
 macro_rules! gemm_entry {
     ($name:ident, $kernel:ident, $element:ty, $rows:ident) => {
-        #[doc = concat!("Kernel entry: see [`", stringify!($kernel), "`] (`GemmRows::", stringify!($rows), "`).")]
+        gemm_entry!(
+            @entry $name,
+            concat!("Kernel entry: see [`", stringify!($kernel), "`] (`GemmRows::", stringify!($rows), "`)."),
+            $kernel::<
+                $element,
+                { super::mt_of(crate::abi::GemmRows::$rows) },
+                { crate::abi::GemmRows::$rows.stages() },
+            >
+        );
+    };
+    ($name:ident, $kernel:ident, $element:ty) => {
+        gemm_entry!(@entry $name, concat!("Kernel entry: see [`", stringify!($kernel), "`]."), $kernel::<$element>);
+    };
+    (@entry $name:ident, $doc:expr, $($kernel:tt)*) => {
+        #[doc = $doc]
         ///
         /// # Safety
         /// Launched only by the host crate with a validated [`GemmParams`].
@@ -122,13 +140,7 @@ macro_rules! gemm_entry {
             let maps = super::copy::entry_tensor_maps!($name);
             maps.prefetch();
             // SAFETY: forwarded from the entry's contract.
-            unsafe {
-                $kernel::<
-                    $element,
-                    { super::mt_of(crate::abi::GemmRows::$rows) },
-                    { crate::abi::GemmRows::$rows.stages() },
-                >(&params, maps)
-            }
+            unsafe { $($kernel)*(&params, maps) }
         }
     };
 }

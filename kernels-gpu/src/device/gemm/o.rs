@@ -16,6 +16,7 @@
 //! longer pays once `C` streams through L2 as evict-first (docs/PERF.md, runs 28–29).
 
 use super::copy::StageSource;
+use super::crew::Crew;
 use super::epilogue::epilogue;
 use super::mainloop::{KWalk, mainloop, stage_address, stage_barrier, tail_stage};
 use super::math::GemmElement;
@@ -59,6 +60,22 @@ impl KWalk for HeadWalk {
     }
 }
 
+/// The heads `base … base + 31` whose reduction slices a GEMM-O launch sums for query block
+/// `q_block` (active mode: S_c = 1, cache mode: S_c = 0; without symbols every head is
+/// computed), as a mask: bit `i` for head `base + i`. Every lane of the warp calls it.
+///
+/// # Safety
+/// `p` must be a validated GEMM-O launch whose symbols (if any) hold `q_block`'s bits: the
+/// host checked that request 0 covers tokens up to `token_offset + m`.
+#[inline(always)]
+pub(super) unsafe fn summed_heads(p: &GemmParams, q_block: u32, base: u32) -> u32 {
+    let head = base + thread_index() % 32;
+    let segment = p.caching as *const u8;
+    // SAFETY: `head < heads` and `q_block` is covered (the caller's contract).
+    let computed = |head: u32| segment.is_null() || unsafe { symbol_bit(segment, q_block * p.heads + head) };
+    ballot(head < p.heads && computed(head) == (p.mode == GEMM_O_MODE_ACTIVE))
+}
+
 /// Computes CTA `(column tile, row tile)` of a GEMM-O launch with `tile_m(MT)`-row tiles and
 /// a `STAGES`-deep pipeline.
 ///
@@ -76,9 +93,7 @@ unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
     let m0 = block_index_y() * tile_m(MT);
     let smem = shared_base();
     let list = smem + STAGES * stage_bytes(MT);
-    let segment = p.caching as *const u8;
     let q_block = (p.token_offset + m0) / nonzero(p.block_q);
-    let want_computed = p.mode == GEMM_O_MODE_ACTIVE;
     let has_c = p.c != 0;
 
     // Every warp ballots the S_c row 32 heads at a time (so each knows the count); warp 0
@@ -86,16 +101,12 @@ unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
     let mut selected = 0;
     let mut base = 0;
     while base < p.heads {
-        let head = base + lane;
-        // SAFETY: the host checked that request 0 covers tokens up to token_offset + m, so
-        // the segment holds the bits of this row block's q block for every head.
-        let take = head < p.heads
-            && (segment.is_null() || unsafe { symbol_bit(segment, q_block * p.heads + head) }) == want_computed;
-        let mask = ballot(take);
-        if warp == 0 && take {
+        // SAFETY: a validated launch (this function's contract).
+        let mask = unsafe { summed_heads(p, q_block, base) };
+        if warp == 0 && mask & (1 << lane) != 0 {
             let slot = selected + (mask & ((1u32 << lane) - 1)).count_ones();
             // SAFETY: `slot < heads ≤ GEMM_MAX_HEADS`, inside the list region the host sized.
-            unsafe { st_shared_b32(list + 4 * slot, head * p.head_dim) };
+            unsafe { st_shared_b32(list + 4 * slot, (base + lane) * p.head_dim) };
         }
         selected += mask.count_ones();
         base += 32;
@@ -124,7 +135,7 @@ unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
         source.wait_c(stage_barrier::<MT, STAGES>(smem, stage), parity);
     }
     // SAFETY: as for the main loop; GEMM-O writes every element, C (if any) is staged.
-    unsafe { epilogue::<E, MT>(p, &source, acc, stage_address::<MT>(smem, stage), true, |_, _| true) };
+    unsafe { epilogue::<E, MT>(p, &source, acc, stage_address::<MT>(smem, stage), Crew::number(0), true, |_, _| true) };
 }
 
 gemm_entry!(flashomni_gemm_o_bf16, gemm_o, Bf16, Rows128);

@@ -11,6 +11,7 @@
 //! reduction ([`super::split`]), whose last part to finish writes the tile.
 
 use super::copy::StageSource;
+use super::crew::Crew;
 use super::epilogue::epilogue;
 use super::mainloop::{AllTiles, mainloop};
 use super::math::GemmElement;
@@ -95,7 +96,7 @@ unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
         all || unsafe { symbol_bit(segment, (first_token + row) / block_q * p.heads + (n0 + 8 * chunk) / head_dim) }
     };
     // SAFETY: as for the main loop.
-    unsafe { epilogue::<E, MT>(p, &source, acc, smem, all, writable) };
+    unsafe { epilogue::<E, MT>(p, &source, acc, smem, Crew::number(0), all, writable) };
 }
 
 gemm_entry!(flashomni_gemm_q_bf16, gemm_q, Bf16, Rows128);

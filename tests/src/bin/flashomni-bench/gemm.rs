@@ -110,6 +110,8 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
                     heads: HEADS,
                     symbols: selected,
                     tile_rows: options.gemm_rows,
+                    workspace: Some(&mut workspace),
+                    persistent: options.persistent_o,
                 };
                 Ok(engine.gemm_o(args, m, WIDTH, WIDTH, stream)?)
             })?;

@@ -3,7 +3,7 @@
 //! ```text
 //! flashomni-bench [attention] [gemm] [parallel] [--anchors anchors.py] [--n 4608,16896] [--out FILE]
 //!                 [--commit SHA] [--iters 20] [--warmup 5] [--gemm-rows 64|128] [--module sm80|sm90a]
-//!                 [--no-split-k]
+//!                 [--no-split-k] [--persistent-o on|off]
 //! ```
 //! Each measurement is the median of `--iters` CUDA-event timings after `--warmup` untimed
 //! runs, on random inputs. The anchors (PyTorch SDPA, FlexAttention, cuBLAS) run from
@@ -36,6 +36,9 @@ pub struct Options {
     module: Option<Arch>,
     /// GEMM-Q without a split-K workspace (`--no-split-k`), as before split-K existed.
     no_split_k: bool,
+    /// Forces GEMM-O's persistent kernel on or off (`--persistent-o on|off`); `None`: the
+    /// launcher chooses.
+    persistent_o: Option<bool>,
 }
 
 fn parse_options() -> Result<Options> {
@@ -50,6 +53,7 @@ fn parse_options() -> Result<Options> {
         gemm_rows: None,
         module: None,
         no_split_k: false,
+        persistent_o: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -76,6 +80,13 @@ fn parse_options() -> Result<Options> {
                 })
             }
             "--no-split-k" => options.no_split_k = true,
+            "--persistent-o" => {
+                options.persistent_o = Some(match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => bail!("--persistent-o takes on or off, not {other}"),
+                })
+            }
             "attention" | "gemm" | "parallel" => options.ops.push(arg),
             other => bail!("unknown argument `{other}`"),
         }
