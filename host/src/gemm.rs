@@ -45,6 +45,11 @@ const MAX_GRID_X: u64 = (1 << 31) - 1;
 /// Columns of a wide GEMM-O CTA tile.
 const GEMM_O_WIDE_COLUMNS: u32 = GEMM_O_WIDE_CONSUMERS * GEMM_TILE_N;
 
+/// `GEMM_O_WIDE_ROWS × GEMM_O_WIDE_COLUMNS` tiles covering an `m × n` output.
+fn wide_tiles(m: u32, n: u32) -> u64 {
+    u64::from(m.div_ceil(GEMM_O_WIDE_ROWS)) * u64::from(n.div_ceil(GEMM_O_WIDE_COLUMNS))
+}
+
 /// The launch shape of a per-tile GEMM entry of `rows`-row CTAs over `grid`.
 fn per_tile_shape(grid: (u32, u32, u32), rows: GemmRows) -> LaunchShape {
     LaunchShape { grid, threads: GEMM_THREADS, shared_bytes: abi::gemm_shared_bytes(rows) }
@@ -222,10 +227,9 @@ pub fn gemm_o_rows(m: u32, n: u32, large_allowed: bool, multiprocessors: u32) ->
 /// `summed`, the estimated fraction of (query block, head) pairs whose heads the launch sums.
 /// Smaller launches keep the per-tile kernels, whose hardware-scheduled CTAs start faster.
 pub fn gemm_o_persistent(arch: Arch, rows: GemmRows, m: u32, n: u32, summed: f64, multiprocessors: u32) -> bool {
-    let wide_tiles = f64::from(m.div_ceil(GEMM_O_WIDE_ROWS)) * f64::from(n.div_ceil(GEMM_O_WIDE_COLUMNS));
     arch == Arch::Sm90a
         && rows == GemmRows::Rows128
-        && wide_tiles * summed.clamp(0.0, 1.0) >= GEMM_O_MIN_WIDE_TILES_PER_SM * f64::from(multiprocessors)
+        && wide_tiles(m, n) as f64 * summed.clamp(0.0, 1.0) >= GEMM_O_MIN_WIDE_TILES_PER_SM * f64::from(multiprocessors)
 }
 
 /// GEMM-Q's tile list for `shape`: (column tile, row tile) pairs, row-major, of the tiles with
@@ -538,8 +542,7 @@ impl Engine {
             splits: 0,
         };
         let (entry, shape) = if persistent {
-            let tiles = u64::from(m.div_ceil(GEMM_O_WIDE_ROWS)) * u64::from(n.div_ceil(GEMM_O_WIDE_COLUMNS));
-            let ctas = tiles.min(u64::from(self.multiprocessors())) as u32;
+            let ctas = wide_tiles(m, n).min(u64::from(self.multiprocessors())) as u32;
             let shape = LaunchShape {
                 grid: (ctas, 1, 1),
                 threads: GEMM_O_WIDE_THREADS,

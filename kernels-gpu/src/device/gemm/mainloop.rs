@@ -23,7 +23,8 @@
 //!
 //! The slot of the virtual tile `count` (the first stage nobody multiplies) goes to the
 //! caller's `tail` copies: GEMM-O loads its `C` tile there, so that the copy overlaps the last
-//! `S - 1` k-tiles instead of starting after the loop ([`tail_stage`] says where it lands).
+//! `S - 1` k-tiles instead of starting after the loop (`ring_position::<S>(count)` says where
+//! it lands).
 
 use super::copy::StageSource;
 use super::math::{GemmElement, drain, multiply, settle, zeroed};
@@ -72,12 +73,12 @@ pub(super) fn stage_address<const MT: usize>(smem: u32, stage: u32) -> u32 {
     smem + stage * stage_bytes(MT)
 }
 
-/// The stage that receives the `tail` copies of a main loop of `count` k-tiles (the stage the
-/// virtual k-tile `count` would use), and the parity of its barrier's phase that they
-/// complete (the stage's fill count, mod 2).
+/// The slot that fill `index` of a ring of `SLOTS` barrier-guarded slots uses, and the parity
+/// of the barrier phase that fill completes (the slot's fill count, mod 2). For a main loop of
+/// `count` k-tiles, `ring_position::<STAGES>(count)` is the stage of its `tail` copies.
 #[inline(always)]
-pub(super) fn tail_stage<const STAGES: u32>(count: u32) -> (u32, u32) {
-    (count % STAGES, (count / STAGES) % 2)
+pub(super) const fn ring_position<const SLOTS: u32>(index: u32) -> (u32, u32) {
+    (index % SLOTS, (index / SLOTS) % 2)
 }
 
 /// The stage after `stage`, cyclically.
@@ -99,7 +100,7 @@ pub(super) fn stage_barrier<const MT: usize, const STAGES: u32>(smem: u32, stage
 /// (except the tail stage while tensor-memory `tail` copies are in flight).
 ///
 /// `tail(stage)` is called once, by every thread, in place of loading the virtual k-tile
-/// `count` into stage `stage` (= [`tail_stage`]`(count).0`): it may issue copies into that
+/// `count` into stage `stage` (= [`ring_position`]`::<STAGES>(count).0`): it may issue copies into that
 /// stage, `cp.async` ones without committing (landed and visible on return) or tensor-memory
 /// ones completing on the stage's barrier (the caller waits for them).
 ///

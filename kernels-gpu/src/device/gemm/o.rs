@@ -18,7 +18,7 @@
 use super::copy::StageSource;
 use super::crew::Crew;
 use super::epilogue::epilogue;
-use super::mainloop::{KWalk, mainloop, stage_address, stage_barrier, tail_stage};
+use super::mainloop::{KWalk, mainloop, ring_position, stage_address, stage_barrier};
 use super::math::GemmElement;
 use super::{TensorMaps, gemm_entry, stage_bytes, tile_m};
 use crate::abi::{GEMM_O_MODE_ACTIVE, GEMM_TILE_K, GEMM_TILE_N, GemmParams};
@@ -130,7 +130,7 @@ unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
     // SAFETY: every listed head's slice lies below k; shared memory is sized by the host for
     // the pipeline, the list and the barriers.
     let acc = unsafe { mainloop::<E, _, MT, STAGES>(&source, count, &mut walk, smem, tail) };
-    let (stage, parity) = tail_stage::<STAGES>(count);
+    let (stage, parity) = ring_position::<STAGES>(count);
     if has_c {
         source.wait_c(stage_barrier::<MT, STAGES>(smem, stage), parity);
     }

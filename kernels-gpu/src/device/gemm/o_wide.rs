@@ -30,6 +30,7 @@
 use super::copy::{StageSource, TensorMaps};
 use super::crew::Crew;
 use super::epilogue::{epilogue, staging_bytes};
+use super::mainloop::ring_position;
 use super::math::{GemmElement, drain, multiply, zeroed};
 use super::o::summed_heads;
 use super::{K_CHUNKS, gemm_entry, mt_of, tile_m};
@@ -154,12 +155,6 @@ impl Layout {
     }
 }
 
-/// The stage of launch-wide k-tile `ring` and the parity of the barrier phase of that fill.
-#[inline(always)]
-const fn ring_slot(ring: u32) -> (u32, u32) {
-    (ring % STAGES, (ring / STAGES) % 2)
-}
-
 /// First row and column of CTA tile `tile` (row-major over `ceil(n / CTA_COLUMNS)` columns).
 #[inline(always)]
 fn tile_origin(p: &GemmParams, tile: u32) -> (u32, u32) {
@@ -243,12 +238,6 @@ impl TileSource {
     }
 }
 
-/// The queue slot of the CTA's `sequence`-th tile and the parity of that use of the slot.
-#[inline(always)]
-const fn queue_slot(sequence: u32) -> (u32, u32) {
-    (sequence % TILE_SLOTS, (sequence / TILE_SLOTS) % 2)
-}
-
 /// The producer warp: issues every copy of the CTA's tiles (lane 0), in the order the
 /// consumers use them: per tile, the selected heads' k-tiles, then one ring slot per live
 /// consumer holding its `C` tile (or nothing, without `C`), where its output is staged.
@@ -271,7 +260,7 @@ unsafe fn produce(p: &GemmParams, maps: TensorMaps, layout: Layout) {
             unsafe { for_each_head(p, tile_origin(p, tile).0, |_| count += tiles_per_head) };
         }
         if issuer {
-            let (slot, parity) = queue_slot(sequence);
+            let (slot, parity) = ring_position::<TILE_SLOTS>(sequence);
             // SAFETY: the slot is free once every consumer warp read its previous number; the
             // arrival releases the number to the consumers that wait on the slot's barrier.
             unsafe {
@@ -293,7 +282,7 @@ unsafe fn produce(p: &GemmParams, maps: TensorMaps, layout: Layout) {
             let mut t = 0;
             while t < tiles_per_head {
                 if issuer {
-                    let (stage, parity) = ring_slot(ring);
+                    let (stage, parity) = ring_position::<STAGES>(ring);
                     // SAFETY: the stage is free once its previous fill was read by every consumer
                     // warp; the k-tile lies in the head's slice, below k.
                     unsafe {
@@ -311,7 +300,7 @@ unsafe fn produce(p: &GemmParams, maps: TensorMaps, layout: Layout) {
         unsafe { for_each_head(p, m0, issue_head) };
         for consumer in (0..CONSUMERS).filter(|&consumer| consumer < live) {
             if issuer {
-                let (stage, parity) = ring_slot(ring);
+                let (stage, parity) = ring_position::<STAGES>(ring);
                 // SAFETY: as above; the consumer's columns exist.
                 unsafe {
                     barrier_wait(layout.empty(stage), parity ^ 1);
@@ -343,25 +332,27 @@ unsafe fn consume<E: GemmElement>(p: &GemmParams, maps: TensorMaps, layout: Layo
     let mut ring = 0;
     // Waits until ring slot `ring` is filled; returns its stage.
     let wait = |ring: u32| {
-        let (stage, parity) = ring_slot(ring);
+        let (stage, parity) = ring_position::<STAGES>(ring);
         // SAFETY: the barriers are initialised; once the phase completed the stage holds fill
         // `ring`, and nobody overwrites it before every consumer warp released it.
         unsafe { barrier_wait(layout.full(stage), parity) };
         stage
     };
-    // Tells the producer that this warp is done with the stage of ring slot `ring`.
-    let release = |ring: u32| {
+    // Arrives once for this warp on `barrier`, after every lane's earlier reads.
+    let warp_arrive = |barrier: u32| {
         sync_warp();
         if first_lane {
-            // SAFETY: the stage's empty barrier expects one arrival per consumer warp per fill,
-            // made after the fill completed (waited for by this warp).
-            unsafe { barrier_arrive(layout.empty(ring_slot(ring).0)) };
+            // SAFETY: the consumers' barriers (stage empty, tile taken) expect one arrival per
+            // consumer warp per phase, made after the phase's fill was waited for by this warp.
+            unsafe { barrier_arrive(barrier) };
         }
     };
+    // Tells the producer that this warp is done with the stage of ring slot `ring`.
+    let release = |ring: u32| warp_arrive(layout.empty(ring_position::<STAGES>(ring).0));
     let tiles = TileSource::new(p).tiles;
     let mut sequence = 0;
     loop {
-        let (slot, parity) = queue_slot(sequence);
+        let (slot, parity) = ring_position::<TILE_SLOTS>(sequence);
         // SAFETY: once the slot's phase completed it holds the producer's `sequence`-th tile
         // number, which stays until every consumer warp arrived on `tile_taken`.
         let tile = unsafe {
@@ -375,11 +366,7 @@ unsafe fn consume<E: GemmElement>(p: &GemmParams, maps: TensorMaps, layout: Layo
         let live = live_consumers(p, n0);
         // SAFETY: the slot's second word holds the tile's k-tile count (as its number above).
         let count = unsafe { ld_shared_b32(layout.tile_number(slot) + 4) };
-        sync_warp();
-        if first_lane {
-            // SAFETY: one arrival per consumer warp per use of the slot, after its reads.
-            unsafe { barrier_arrive(layout.tile_taken(slot)) };
-        }
+        warp_arrive(layout.tile_taken(slot));
         sequence += 1;
         let mut acc = zeroed::<MT>();
         let mut i = 0;
