@@ -25,7 +25,11 @@
 //!
 //! Both sides count ring slots over the whole launch (`ring`): slot `r` uses stage
 //! `r % STAGES` in that stage's fill `r / STAGES`, whose parity names the barrier phase; the
-//! queue works the same way over the CTA's tiles (`sequence`).
+//! queue works the same way over the CTA's tiles (`sequence`). A parity wait cannot tell a
+//! phase from the one two before it, so every consumer waits for every fill of every stage,
+//! in order (also the other consumer's output slots): no wait is ever more than one phase
+//! ahead of its barrier. A schedule whose consumers skip each other's fills needs a barrier
+//! that orders their waits (docs/PERF.md, runs 59–61).
 
 use super::copy::{StageSource, TensorMaps};
 use super::crew::Crew;
