@@ -151,7 +151,7 @@ pub(super) unsafe fn mainloop<E: GemmElement, W: KWalk, const MT: usize, const S
     let mut write = STAGES - 1;
     let mut i = 0;
     while i < count {
-        source.wait::<STAGES>(stage_barrier::<MT, STAGES>(smem, read), (i / STAGES) % 2);
+        source.wait::<STAGES>(stage_barrier::<MT, STAGES>(smem, read), ring_position::<STAGES>(i).1);
         settle(&mut acc);
         sync_threads();
         if i + STAGES - 1 < count {
