@@ -7,8 +7,8 @@ OUT_DIR/shared.pt. docs/PERF.md (run 84) has the H200's result: two partitions o
 
 Launch 1 (touch): the CTAs on SM `src` read every line of R regions (one per SM).
 Launch 2 (measure): one CTA per SM chases its own region (pointer chase, ld.global.cg) and
-records the average latency per load. If L2 partitions keep copies of lines their SMs read,
-SMs in src's partition find every line nearby; the others find only the lines homed there.
+records the average latency per load. L2 partitions keep copies of the lines their SMs read,
+so SMs in src's partition load the lines fast and the others pay the far latency.
 Launch 3 (shared): every SM chases region 0 (warm) and records per-line latency, to
 correlate near/far patterns across SMs.
 """
@@ -38,7 +38,9 @@ DONE:
 }
 
 // One CTA per SM (claimed by CAS on flags[smid]) chases `count` lines starting at
-// buf + region*region_bytes (region = smid if per_sm else 0); stores per-load clocks.
+// buf + region*region_bytes (region = smid if per_sm else 0). It stores the clock after
+// issuing each load: the next load waits for this one's data, so successive differences
+// are per-load latencies. The last address is stored too, or ptxas drops the dead chase.
 .visible .entry measure(.param .u64 buf, .param .u64 flags, .param .u64 out, .param .u32 count,
                         .param .u64 region_bytes, .param .u32 per_sm)
 {
@@ -54,15 +56,12 @@ DONE:
   mov.u32 %r6, 0;
 LOOP:
   setp.ge.u32 %p2, %r6, %r5; @%p2 bra FIN;
-  mov.u64 %rd12, %clock64;
-  ld.global.cg.u64 %rd13, [%rd8];
-  add.u64 %rd8, %rd13, 0;
+  ld.global.cg.u64 %rd8, [%rd8];
   mov.u64 %rd14, %clock64;
-  sub.u64 %rd15, %rd14, %rd12;
   mul.wide.u32 %rd16, %r6, 8; add.u64 %rd17, %rd11, %rd16; st.global.u64 [%rd17], %rd14;
   add.u32 %r6, %r6, 1; bra LOOP;
 FIN:
-  st.global.u64 [%rd11+32760], %rd8;   // keeps the chase alive (row slot 4095)
+  st.global.u64 [%rd11+32760], %rd8;   // row slot 4095
 DONE:
   ret;
 }
@@ -107,30 +106,27 @@ def make_buffer(seed):
 out = torch.zeros(SMS * 4096, dtype=torch.int64, device="cuda")
 flags = torch.zeros(SMS, dtype=torch.int32, device="cuda")
 sink = torch.zeros(1, dtype=torch.int64, device="cuda")
+
+def measure(base, per_sm):
+    """Cycles of each load of every SM's chase: `[SMS, LINES - 1]`."""
+    flags.zero_(); out.zero_()
+    launch("measure", SMS * 8, 32, [("u64", base), ("u64", flags.data_ptr()), ("u64", out.data_ptr()),
+                                    ("u32", LINES), ("u64", REGION), ("u32", per_sm)])
+    return out.view(SMS, 4096)[:, :LINES].double().cpu().diff(dim=1)
+
 results = {}
 for src in [0, 1, 2, 7]:
     buf, base = make_buffer(src)
     flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda"); flush.fill_(1); torch.cuda.synchronize(); del flush
     launch("touch", SMS * 8, 32, [("u64", base), ("u32", NREG * LINES), ("u32", src), ("u64", sink.data_ptr())])
-    flags.zero_(); out.zero_()
-    launch("measure", SMS * 8, 32, [("u64", base), ("u64", flags.data_ptr()), ("u64", out.data_ptr()), ("u32", LINES), ("u64", REGION), ("u32", 1)])
-    lat = out.view(SMS, 4096)[:, :LINES].double().cpu().diff(dim=1)
-    results[f"after_touch_by_{src}"] = lat.mean(1).tolist()
+    results[f"after_touch_by_{src}"] = measure(base, 1).mean(1).tolist()
     del buf
 # Second touch by the same SM (baseline of a line in the SM's own partition copy).
 buf, base = make_buffer(99)
 for rep in range(2):
-    flags.zero_(); out.zero_()
-    launch("measure", SMS * 8, 32, [("u64", base), ("u64", flags.data_ptr()), ("u64", out.data_ptr()), ("u32", LINES), ("u64", REGION), ("u32", 1)])
-    lat = out.view(SMS, 4096)[:, :LINES].double().cpu().diff(dim=1)
-    results[f"own_region_pass{rep}"] = lat.mean(1).tolist()
+    results[f"own_region_pass{rep}"] = measure(base, 1).mean(1).tolist()
 # Every SM chases region 0 (warm), per-line latency in chase order.
-per_line = []
-for rep in range(3):
-    flags.zero_(); out.zero_()
-    launch("measure", SMS * 8, 32, [("u64", base), ("u64", flags.data_ptr()), ("u64", out.data_ptr()), ("u32", LINES), ("u64", REGION), ("u32", 0)])
-    per_line.append(out.view(SMS, 4096)[:, :LINES].double().cpu().diff(dim=1))
-shared = torch.stack(per_line).median(0).values
+shared = torch.stack([measure(base, 0) for _ in range(3)]).median(0).values
 results["shared_region_mean"] = shared.mean(1).tolist()
 torch.save(shared, sys.argv[1] + "/shared.pt")
 json.dump(results, open(sys.argv[1] + "/probe.json", "w"))
@@ -138,15 +134,16 @@ for k, v in results.items():
     t = torch.tensor(v)
     print(k, "min %.0f med %.0f max %.0f" % (t.min(), t.median(), t.max()))
     print("  ", " ".join("%d" % x for x in t.tolist()))
+# The map: after SM 0 read the lines, its partition's SMs load them fast (1 = the other one).
+after = torch.tensor(results["after_touch_by_0"])
+split = (after.min() + after.max()) / 2
+print("partition per smid:", "".join("1" if x > split else "0" for x in after.tolist()))
 # Cluster SMs by their per-line latency pattern on the shared region.
 shared = shared.float()
-near = shared.median(1, keepdim=True).values
 print("per-line latency quantiles (all SMs):", [round(float(x)) for x in torch.quantile(shared.flatten(), torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95]))])
 z = (shared - shared.mean(1, keepdim=True)) / (shared.std(1, keepdim=True) + 1e-6)
 c = z @ z.T / z.shape[1]
 u, s, vh = torch.linalg.svd(c)
 print("shared-region correlation: top singular values", [round(x, 2) for x in s[:4].tolist()])
-grp = (u[:, 0] * s[0] ** 0.5)
-grp2 = u[:, 1]
-print("component 2 sign per smid:", "".join("+" if x > 0 else "-" for x in grp2.tolist()))
+print("component 2 sign per smid:", "".join("+" if x > 0 else "-" for x in u[:, 1].tolist()))
 print("mean corr", c.mean().item())
