@@ -39,7 +39,8 @@ pub struct AttentionConfig {
     pub heads: u32,
     /// Head dimension: 64 or 128.
     pub head_dim: u32,
-    /// Query symbol block in tokens (multiple of 64; FlashOmni uses 128).
+    /// Query symbol block in tokens (a multiple of 128, the attention CTA's query rows;
+    /// FlashOmni uses 128).
     pub block_q: u32,
     /// Key/value symbol block in tokens (multiple of 64; FlashOmni uses 128).
     pub block_kv: u32,
@@ -281,6 +282,7 @@ impl Engine {
         check_len("out", args.out.len(), plan.q_elements() as u64)?;
         if let Some(lse) = &args.lse {
             check_len("lse", lse.len(), u64::from(plan.total_q) * u64::from(c.heads))?;
+            check_aligned("lse", lse.address(), 4)?;
         }
         for (name, address) in
             [("q", args.q.address()), ("k", args.k.address()), ("v", args.v.address()), ("out", args.out.address())]

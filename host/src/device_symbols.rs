@@ -29,10 +29,16 @@ pub struct DeviceSymbols {
     pub(crate) attention_work: Option<(DeviceArray<u32>, u32)>,
     /// Request 0's packed S_c segment on the host (the GEMMs read request 0 only).
     pub(crate) caching_host: Vec<u8>,
-    /// GEMM-Q tile lists already built for these bits, by launch shape. Entries stay until
-    /// [`DeviceSymbols::update`], which first waits for every launch that may read them.
+    /// GEMM-Q tile lists already built for these bits, by launch shape (at most
+    /// [`MAX_TILE_LISTS`]). Entries stay until [`DeviceSymbols::update`] or until the cache is
+    /// full; both first wait for every launch that may read them.
     pub(crate) gemm_q_tiles: Mutex<HashMap<GemmTileShape, (DeviceArray<u32>, u32)>>,
 }
+
+/// GEMM-Q tile lists kept per [`DeviceSymbols`]: a caller whose launch shapes change every
+/// step (say, a growing `m`) would otherwise hold device memory for every shape it ever
+/// launched. A full cache is emptied (after a context-wide wait) before the next list is built.
+const MAX_TILE_LISTS: usize = 16;
 
 /// The launch shape a GEMM-Q tile list depends on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -113,7 +119,9 @@ impl DeviceSymbols {
     }
 
     /// The device address and length of the GEMM-Q tile list for `shape`, built by `build`
-    /// from request 0's S_c bytes the first time this shape is launched.
+    /// from request 0's S_c bytes the first time this shape is launched. Must be called with
+    /// the symbols' context current (the list is allocated there, and a full cache is emptied
+    /// after waiting for that context's launches).
     pub(crate) fn gemm_q_tiles(
         &self,
         shape: GemmTileShape,
@@ -122,6 +130,10 @@ impl DeviceSymbols {
         let mut lists = self.gemm_q_tiles.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((tiles, count)) = lists.get(&shape) {
             return Ok((tiles.view().address(), *count));
+        }
+        if lists.len() >= MAX_TILE_LISTS {
+            cust::context::CurrentContext::synchronize().during("waiting for launches that read old tile lists")?;
+            lists.clear();
         }
         let tiles = build(&self.caching_host);
         let count = (tiles.len() / 2) as u32;

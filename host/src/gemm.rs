@@ -164,8 +164,8 @@ pub struct GemmOArgs<'a, T> {
     /// Written by the launch, like `out`.
     pub workspace: Option<&'a mut GemmWorkspace>,
     /// `Some(true)` forces the persistent `sm_90a` kernel (needs `workspace`, the Hopper
-    /// module and 128-row CTAs), `Some(false)` the per-tile kernels; `None` lets the launcher
-    /// choose.
+    /// module and 128-row CTAs, which it implies when `tile_rows` is `None`), `Some(false)`
+    /// the per-tile kernels; `None` lets the launcher choose.
     pub persistent: Option<bool>,
 }
 
@@ -205,7 +205,7 @@ pub fn gemm_q_rows(
 ) -> GemmRows {
     let heads_per_tile = (GEMM_TILE_N / head_dim.max(1)).max(1);
     let working = large_tiles(m, n) * (1.0 - (1.0 - computed.clamp(0.0, 1.0)).powi(heads_per_tile as i32));
-    let wave = f64::from(resident_ctas(GemmRows::Rows128) * multiprocessors);
+    let wave = f64::from(resident_ctas(GemmRows::Rows128)) * f64::from(multiprocessors);
     let split =
         split_k.is_some_and(|k| gemm_q_split(working.round() as u32, k, GemmRows::Rows128, multiprocessors).is_some());
     if gemm_q_prefers_large_ctas(arch, working / wave, split) { GemmRows::Rows128 } else { GemmRows::Rows64 }
@@ -216,7 +216,7 @@ pub fn gemm_q_rows(
 /// `GEMM_O_MIN_WAVES_FOR_LARGE_CTAS` (2) waves of 128-row CTAs cover the output; else 128-row
 /// CTAs.
 pub fn gemm_o_rows(m: u32, n: u32, large_allowed: bool, multiprocessors: u32) -> GemmRows {
-    let wave = f64::from(resident_ctas(GemmRows::Rows128) * multiprocessors);
+    let wave = f64::from(resident_ctas(GemmRows::Rows128)) * f64::from(multiprocessors);
     let few_tiles = large_tiles(m, n) < GEMM_O_MIN_WAVES_FOR_LARGE_CTAS * wave;
     if !large_allowed || few_tiles { GemmRows::Rows64 } else { GemmRows::Rows128 }
 }
@@ -263,10 +263,14 @@ struct Buffer {
     len: usize,
 }
 
-/// Checks what both GEMMs need: rows of whole 16-byte chunks; `a` (`[m, k]`), `w` (`[n, k]`)
+/// Checks what both GEMMs need: a reduction of whole 16-byte chunks (`k ≥ 8`), rows of whole
+/// 16-byte chunks; `a` (`[m, k]`), `w` (`[n, k]`)
 /// and `out` (`[m, n]`) large enough and 16-byte aligned; a grid of `rows`-row tiles that fits.
 /// Returns the grid.
 fn check_common(a: Buffer, w: Buffer, out: Buffer, m: u32, n: u32, k: u32, rows: GemmRows) -> Result<(u32, u32, u32)> {
+    if k == 0 {
+        return Err(Error::InvalidShape("k = 0: the reduction must have at least 8 elements".into()));
+    }
     if !k.is_multiple_of(8) {
         return Err(Error::Misaligned {
             buffer: a.name,
@@ -333,6 +337,8 @@ impl Engine {
     /// 8, 16-byte aligned `x`, `w` and `out`, a 4-byte aligned bias of `n` elements; with
     /// symbols, `heads` matching them and request 0's `q_len ≥ token_offset + m`.
     pub fn gemm_q<T: Element>(&self, args: GemmQArgs<'_, T>, m: u32, n: u32, k: u32, stream: &Stream) -> Result<()> {
+        // The tile list below is allocated in the current context: make it this engine's.
+        self.make_current()?;
         let head_dim = split_heads("n", n, args.heads)?;
         if !head_dim.is_multiple_of(8) {
             return Err(Error::Unsupported(format!("GEMM-Q head_dim {head_dim} (must be a multiple of 8)")));
@@ -438,6 +444,7 @@ impl Engine {
     /// `token_offset` and `block_q` multiples of the CTA rows (so a row tile lies in one
     /// block): 64 always works, 128 is needed only to force [`GemmRows::Rows128`].
     pub fn gemm_o<T: Element>(&self, args: GemmOArgs<'_, T>, m: u32, n: u32, k: u32, stream: &Stream) -> Result<()> {
+        self.make_current()?;
         let head_dim = split_heads("k", k, args.heads)?;
         if args.heads > GEMM_MAX_HEADS {
             return Err(Error::Unsupported(format!("GEMM-O with {} heads (at most {GEMM_MAX_HEADS})", args.heads)));
@@ -448,6 +455,10 @@ impl Engine {
             )));
         }
         let rows = args.tile_rows.unwrap_or_else(|| {
+            if args.persistent == Some(true) {
+                // The persistent kernel has 128-row CTAs only.
+                return GemmRows::Rows128;
+            }
             let large_allowed = args.symbols.is_none_or(|symbols| {
                 let large = GemmRows::Rows128.rows();
                 args.token_offset.is_multiple_of(large) && symbols.block_q.is_multiple_of(large)
@@ -581,7 +592,8 @@ impl Engine {
     ///
     /// # Safety
     /// `params` must have been validated for `entry` and describe memory that stays valid
-    /// until the launch completes on `stream`.
+    /// until the launch completes on `stream`; the engine's context must be current (the
+    /// launchers make it so first).
     unsafe fn launch_gemm(
         &self,
         entry: &str,
@@ -590,8 +602,12 @@ impl Engine {
         mut params: GemmParams,
         stream: &Stream,
     ) -> Result<()> {
+        if shape.grid.0 == 0 || shape.grid.1 == 0 {
+            // An empty output (m or n = 0) or no working tile: nothing to launch, and the
+            // driver would reject a tensor map with a zero dimension.
+            return Ok(());
+        }
         params.maps = self.tensor_maps(&params, rows)?;
-        self.make_current()?;
         // SAFETY: forwarded from the caller; the entry takes one `GemmParams`.
         unsafe { launch(self.function(entry)?, shape, stream.as_inner(), &params) }
     }
@@ -677,6 +693,26 @@ mod tests {
         assert_eq!(gemm_o_rows(33_792, 3072, true, 132), GemmRows::Rows128);
         assert_eq!(gemm_o_rows(33_792, 3072, false, 132), GemmRows::Rows64);
         assert_eq!(gemm_o_rows(256, 3072, true, 132), GemmRows::Rows64);
+    }
+
+    #[test]
+    fn heuristics_take_any_multiprocessor_count() {
+        // The slot counts (CTAs per SM × SMs) once overflowed u32 here.
+        assert_eq!(gemm_o_rows(33_792, 3072, true, u32::MAX), GemmRows::Rows64);
+        // 6336 tiles are a sliver of a wave: the split rule keeps 128-row CTAs on sm_80, while
+        // sm_90a takes 64-row ones below half a wave.
+        assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 128, 1.0, u32::MAX, Some(3072)), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, 33_792, 3072, 128, 1.0, u32::MAX, Some(3072)), GemmRows::Rows64);
+        assert_eq!(gemm_q_split(86, 3072, GemmRows::Rows128, u32::MAX).map(|s| s.parts), Some(6));
+    }
+
+    #[test]
+    fn an_empty_reduction_is_rejected() {
+        let buffer = |name| Buffer { name, address: 0, len: 1 << 20 };
+        let err = check_common(buffer("x"), buffer("w"), buffer("out"), 128, 128, 0, GemmRows::Rows128).unwrap_err();
+        assert!(matches!(err, Error::InvalidShape(ref text) if text.contains("k = 0")), "{err}");
+        let grid = check_common(buffer("x"), buffer("w"), buffer("out"), 0, 128, 64, GemmRows::Rows128);
+        assert_eq!(grid.unwrap(), (1, 0, 1), "no rows: an empty grid, which launches nothing");
     }
 
     #[test]

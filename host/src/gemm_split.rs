@@ -44,7 +44,7 @@ pub struct GemmSplit {
 /// last wave are cut into as many parts as still fit in one wave (at most
 /// [`GEMM_MAX_SPLITS`], each part at least 8 k-tiles).
 pub fn gemm_q_split(tiles: u32, k: u32, rows: GemmRows, multiprocessors: u32) -> Option<GemmSplit> {
-    split_over_slots(tiles, k, resident_ctas(rows) * multiprocessors)
+    split_over_slots(tiles, k, resident_ctas(rows).saturating_mul(multiprocessors))
 }
 
 /// [`gemm_q_split`] for a wave of `slots` CTAs.
@@ -78,7 +78,7 @@ impl GemmWorkspace {
     /// size (~16 MiB on a 132-SM H200), counters zeroed.
     pub fn new(engine: &Engine) -> Result<Self> {
         engine.make_current()?;
-        let slots = |rows: GemmRows| u64::from(resident_ctas(rows) * engine.multiprocessors());
+        let slots = |rows: GemmRows| u64::from(resident_ctas(rows)) * u64::from(engine.multiprocessors());
         let bytes = GemmRows::ALL.into_iter().map(|rows| slots(rows) * gemm_partial_bytes(rows)).max().unwrap_or(0);
         let counters = GemmRows::ALL.into_iter().map(slots).max().unwrap_or(0);
         Ok(Self {

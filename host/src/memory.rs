@@ -24,6 +24,16 @@ fn as_bytes_mut<T: Plain>(values: &mut [T]) -> &mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), size_of_val(values)) }
 }
 
+/// Waits until the legacy default stream, where the driver's synchronous copies and memsets
+/// run, has finished: a synchronous host-to-device copy may return before its last bytes
+/// landed, and a memset does not wait at all, while launches on non-blocking streams are not
+/// ordered after either.
+fn finish_default_stream(context: &'static str) -> Result<()> {
+    // SAFETY: synchronizing the legacy default stream (the null handle) has no preconditions.
+    let status = unsafe { cust::sys::cuStreamSynchronize(core::ptr::null_mut()) };
+    crate::launch::check(status, context)
+}
+
 /// An owned array of `T` in device memory (allocated in the current context).
 pub struct DeviceArray<T: Plain> {
     bytes: DeviceBuffer<u8>,
@@ -32,10 +42,15 @@ pub struct DeviceArray<T: Plain> {
 }
 
 impl<T: Plain> DeviceArray<T> {
-    /// Allocates `len` elements with unspecified contents.
+    /// Allocates `len` elements with unspecified contents. Fails with
+    /// [`Error::InvalidShape`](crate::Error::InvalidShape) when `len` elements do not fit in
+    /// the address space.
     pub fn uninitialized(len: usize) -> Result<Self> {
+        let bytes = len.checked_mul(size_of::<T>()).ok_or_else(|| {
+            crate::Error::InvalidShape(format!("{len} elements of {} bytes overflow usize", size_of::<T>()))
+        })?;
         // The driver rejects zero-sized allocations; keep one byte so views stay valid.
-        let bytes = (len * size_of::<T>()).max(1);
+        let bytes = bytes.max(1);
         // SAFETY: `Plain` values accept any bit pattern, so uninitialised memory is no hazard
         // beyond unspecified contents, which this constructor documents.
         let buffer = unsafe { DeviceBuffer::uninitialized(bytes) }.during("allocating device memory")?;
@@ -50,6 +65,11 @@ impl<T: Plain> DeviceArray<T> {
     }
 
     /// Overwrites the array with `values` (same length).
+    ///
+    /// The copy has landed when this returns, so later launches on any stream read the new
+    /// values. It runs on the legacy default stream, which is **not** ordered with
+    /// non-blocking streams such as [`Engine::stream`](crate::Engine::stream): synchronize the
+    /// streams of launches that may still read the array before overwriting it.
     pub fn upload(&mut self, values: &[T]) -> Result<()> {
         if values.len() != self.len {
             return Err(crate::Error::InvalidShape(format!(
@@ -60,11 +80,17 @@ impl<T: Plain> DeviceArray<T> {
         }
         if self.len > 0 {
             self.bytes.index(..size_of_val(values)).copy_from(as_bytes(values)).during("copying to the device")?;
+            finish_default_stream("finishing a copy to the device")?;
         }
         Ok(())
     }
 
     /// Downloads the whole array.
+    ///
+    /// Like [`Self::upload`], the copy runs on the legacy default stream: synchronize the
+    /// stream of the launch that wrote the array first (for example
+    /// [`Engine::synchronize`](crate::Engine::synchronize)), or the copy may read unfinished
+    /// results.
     pub fn to_host(&self) -> Result<Vec<T>> {
         let mut values = vec![T::default(); self.len];
         if self.len > 0 {
@@ -74,12 +100,15 @@ impl<T: Plain> DeviceArray<T> {
         Ok(values)
     }
 
-    /// Sets every byte to `byte` (for example to poison an output before a launch).
+    /// Sets every byte to `byte` (for example to poison an output before a launch); the bytes
+    /// are set when this returns. As for [`Self::upload`], synchronize other streams' launches
+    /// that use the array first.
     pub fn fill_bytes(&mut self, byte: u8) -> Result<()> {
         let address = self.bytes.as_device_ptr().as_raw();
         // SAFETY: the range lies inside this allocation.
         let status = unsafe { cust::sys::cuMemsetD8_v2(address, byte, self.len * size_of::<T>()) };
-        crate::launch::check(status, "filling device memory")
+        crate::launch::check(status, "filling device memory")?;
+        finish_default_stream("finishing a fill of device memory")
     }
 
     /// Number of elements.
@@ -165,4 +194,16 @@ impl<T: Plain> DeviceViewMut<'_, T> {
     }
 
     view_accessors!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_array_too_large_for_the_address_space_is_an_error() {
+        // Fails on the size arithmetic, before the driver is asked (no GPU needed).
+        let err = DeviceArray::<u16>::uninitialized(usize::MAX / 2 + 1).err().expect("the byte count overflows");
+        assert!(matches!(err, crate::Error::InvalidShape(_)), "{err}");
+    }
 }

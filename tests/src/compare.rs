@@ -22,10 +22,46 @@ impl Tolerance {
     /// For f16 outputs (11 significant bits) of f32-accumulated kernels.
     pub const F16: Tolerance = Tolerance { atol: 4e-3, rtol: 5e-3, max_relative_l2: 3e-3 };
 
+    /// For f16 outputs of the GEMMs (GEMM-Q, GEMM-O): f32 accumulation and a single rounding
+    /// to f16, whose relative error is at most the unit roundoff 2⁻¹¹ ≈ 4.9e-4 (GEMM-O's
+    /// cache-then-active sequence rounds twice, but each launch is compared with a reference
+    /// built on the cache it was given, and the comparison with the dense projection widens
+    /// `atol` by the cache's rounding, see [`unit_roundoff`]). [`Tolerance::F16`] is loose
+    /// enough to pass a result that went through bf16 precision; this one is not:
+    /// - `rtol` 1.5e-3: three roundings' worth (a kernel rounding twice, say the bias add in
+    ///   f16, still passes), below the bf16 unit roundoff 2⁻⁸ ≈ 3.9e-3.
+    /// - `max_relative_l2` 8e-4: one f16 rounding gives ≈ 2.1e-4, one bf16 rounding ≈ 1.7e-3.
+    /// - `atol` 5e-4: where `|want|` < `atol / rtol` ≈ 0.33 it bounds the f16 rounding there
+    ///   (≤ 1.2e-4) plus the f32 accumulation error (≤ 1.5e-4 at K = 3072 even for a plain
+    ///   sequential sum of the test inputs, whose outputs reach |y| ≈ 90).
+    ///
+    /// A CPU simulation of a correct kernel (f16 inputs uniform on (−1, 1), or (−0.5, 0.5) for
+    /// GEMM-O, f32 sums, optionally split in 3–8 parts, one rounding; 300 × 256 outputs) over
+    /// K = 8 to 3072 put its worst element at 0.28–0.32 of the bound and its L2 at
+    /// 1.6e-4–2.1e-4 (at most 0.26 of the limit); the same results rounded to bf16 failed on
+    /// 11–41% of the elements with L2 1.25e-3–1.67e-3 (1.6–2.1 times the limit). Cache then
+    /// active mode against the dense projection, with `atol` widened by 2⁻¹¹·|C|, put its worst
+    /// element at 0.27–0.76 of the bound up to K = 3072 (4.4 times over without the widening).
+    pub const F16_GEMM: Tolerance = Tolerance { atol: 5e-4, rtol: 1.5e-3, max_relative_l2: 8e-4 };
+
     /// The tolerance for an element type by name (`"bf16"` or `"f16"`).
     pub fn for_element(name: &str) -> Tolerance {
         if name == "f16" { Tolerance::F16 } else { Tolerance::BF16 }
     }
+
+    /// The tolerance for GEMM outputs of an element type by name: [`Tolerance::F16_GEMM`] for
+    /// `"f16"`, [`Tolerance::BF16`] otherwise.
+    pub fn for_gemm(name: &str) -> Tolerance {
+        if name == "f16" { Tolerance::F16_GEMM } else { Tolerance::BF16 }
+    }
+}
+
+/// The unit roundoff of a 16-bit element type by name (`"bf16"` or `"f16"`): the largest
+/// relative error of rounding a value to it, 2⁻⁸ for bf16 (8 significant bits) and 2⁻¹¹ for f16
+/// (11). A value that passed through an extra rounding may differ from the exact one by this
+/// much of its magnitude.
+pub fn unit_roundoff(name: &str) -> f64 {
+    if name == "f16" { 2f64.powi(-11) } else { 2f64.powi(-8) }
 }
 
 /// Accumulates element comparisons and reports the first failures.

@@ -3,7 +3,8 @@
 //! `FLASHOMNI_REQUIRE_GPU=1` turns a skip into a failure, so a run on a GPU machine cannot
 //! pass by silently testing nothing.
 
-use flashomni::{Arch, AttentionArgs, DeviceArray, DeviceSymbols, Element, Engine};
+use anyhow::ensure;
+use flashomni::{Arch, AttentionArgs, DeviceArray, DeviceSymbols, DeviceView, DeviceViewMut, Element, Engine, Plain};
 use rand::Rng;
 
 use crate::random::random_element;
@@ -95,6 +96,108 @@ pub fn poisoned<T: Element>(len: usize) -> flashomni::Result<DeviceArray<T>> {
     let mut array = DeviceArray::uninitialized(len)?;
     array.fill_bytes(POISON_BYTE)?;
     Ok(array)
+}
+
+/// The device address of element `start` of `array`, after checking that `len` elements from
+/// there lie inside it.
+///
+/// # Panics
+/// When the range does not lie inside `array`.
+fn element_address<T: Plain>(array: &DeviceArray<T>, start: usize, len: usize) -> u64 {
+    let end = start.checked_add(len);
+    assert!(
+        end.is_some_and(|end| end <= array.len()),
+        "elements {start}..{start}+{len} do not lie inside an array of {}",
+        array.len()
+    );
+    array.view().address() + (start * size_of::<T>()) as u64
+}
+
+/// A read view of `len` elements of `array` from element `start` (a view that does not begin at
+/// the allocation: a misaligned one, or an output between guards).
+///
+/// # Panics
+/// When the range does not lie inside `array`.
+pub fn subview<T: Plain>(array: &DeviceArray<T>, start: usize, len: usize) -> DeviceView<'_, T> {
+    let address = element_address(array, start, len);
+    // SAFETY: the range lies inside `array` (checked above), device memory of the current
+    // context aligned for `T` (a whole number of elements from its base), whose `Plain`
+    // elements are valid in any bit pattern; the view borrows `array`, so the memory outlives
+    // it, and the caller keeps the array until launches through the view have run, as with
+    // `DeviceArray::view`.
+    unsafe { DeviceView::from_raw_parts(address, len) }
+}
+
+/// A write view of `len` elements of `array` from element `start` (see [`subview`]).
+///
+/// # Panics
+/// When the range does not lie inside `array`.
+pub fn subview_mut<T: Plain>(array: &mut DeviceArray<T>, start: usize, len: usize) -> DeviceViewMut<'_, T> {
+    let address = element_address(array, start, len);
+    // SAFETY: as in `subview`; the view borrows `array` exclusively, so no other view of the
+    // array aliases the range while it lives.
+    unsafe { DeviceViewMut::from_raw_parts(address, len) }
+}
+
+/// Rows of guard elements on each side of a [`GuardedOutput`]: two 128-row tiles' worth, more
+/// than a tile that runs past the output's last (or before its first) row can reach.
+const GUARD_ROWS: usize = 256;
+
+/// Columns a guard row is rounded up to: the widest output tile (GEMM-O's persistent kernel
+/// stores 128 × 256 tiles), so that a tile partly outside the columns is covered too.
+const GUARD_COLUMNS: usize = 256;
+
+/// A poisoned output with poisoned guard regions before and after it: kernels get a view of
+/// exactly the output, and [`GuardedOutput::to_host`] fails if a launch wrote past either end
+/// (rows of a last partial tile at or after `m`, columns of a tile partly outside `n`).
+pub struct GuardedOutput<T: Element> {
+    array: DeviceArray<T>,
+    /// Guard elements on each side.
+    guard: usize,
+    len: usize,
+}
+
+impl<T: Element> GuardedOutput<T> {
+    /// An output of `len` poisoned elements in rows of `row_len`, between guards of
+    /// `GUARD_ROWS` (256) rows of `row_len` rounded up to 256 elements each (a multiple of
+    /// 64 Ki elements, so the output keeps the alignment of the allocation).
+    pub fn new(len: usize, row_len: usize) -> flashomni::Result<Self> {
+        let guard = GUARD_ROWS * row_len.max(1).next_multiple_of(GUARD_COLUMNS);
+        Ok(Self { array: poisoned(guard + len + guard)?, guard, len })
+    }
+
+    /// A read view of exactly the output (for example a GEMM-O cache read by the next launch).
+    pub fn view(&self) -> DeviceView<'_, T> {
+        subview(&self.array, self.guard, self.len)
+    }
+
+    /// A write view of exactly the output.
+    pub fn view_mut(&mut self) -> DeviceViewMut<'_, T> {
+        subview_mut(&mut self.array, self.guard, self.len)
+    }
+
+    /// Downloads the output (after the launches writing it have completed), failing if any
+    /// guard element no longer holds the poison.
+    pub fn to_host(&self) -> anyhow::Result<Vec<T>> {
+        let mut before = self.array.to_host()?;
+        let after = before.split_off(self.guard + self.len);
+        let output = before.split_off(self.guard);
+        // Distances from the output: 1 is the element just before its start or after its end.
+        let written_before = before.iter().rev().position(|&value| !is_poison(value)).map(|i| i + 1);
+        let written_after = after.iter().position(|&value| !is_poison(value)).map(|i| i + 1);
+        for (side, nearest, guard) in [("before", written_before, &before), ("after", written_after, &after)] {
+            ensure!(
+                nearest.is_none(),
+                "{} of the {} guard elements {side} the output (of {} elements) were written, the nearest \
+                 {} elements {side} it (1: adjacent)",
+                guard.iter().filter(|&&value| !is_poison(value)).count(),
+                guard.len(),
+                self.len,
+                nearest.unwrap_or_default(),
+            );
+        }
+        Ok(output)
+    }
 }
 
 /// `len` values from [`random_element`] uploaded to a new device array (no host `f32` copy:

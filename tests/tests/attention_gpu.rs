@@ -1,9 +1,12 @@
 //! GPU tests of the block-sparse attention kernel against the float64 CPU reference.
 //!
-//! Every case draws fresh random inputs and symbols from a seed, poisons the outputs, runs
-//! the kernel, and checks that computed rows match the reference, that rows of cached blocks
-//! still hold the poison, and that rows with every KV block dropped are exactly zero. Seeds
-//! come from a fixed list (regressions) and from proptest (fresh each run).
+//! Every case draws fresh random inputs and symbols from a seed, poisons the outputs (the
+//! attention output between poisoned guard regions), runs the kernel, and checks that computed
+//! rows match the reference, that rows of cached blocks still hold the poison, that rows with
+//! every KV block dropped are exactly zero, and that nothing was written outside the output.
+//! The reference's softmax scale is the test's own (`1/sqrt(head_dim)`, or a drawn explicit
+//! scale), not the configuration's. Seeds come from a fixed list (regressions) and from
+//! proptest (fresh each run).
 
 use anyhow::{Context, Result, bail, ensure};
 use flashomni::{
@@ -12,7 +15,7 @@ use flashomni::{
 };
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::compare::{Comparison, Tolerance};
-use flashomni_tests::gpu::{engine_or_skip, is_poison, poisoned};
+use flashomni_tests::gpu::{GuardedOutput, engine_or_skip, is_poison};
 use flashomni_tests::random::seeded_rng;
 use flashomni_tests::random::{random_elements, random_symbols};
 use flashomni_tests::reference::attention::{AttentionShape, attention};
@@ -33,6 +36,8 @@ struct Case {
     with_lse: bool,
     /// CTA size (both kernel variants must agree with the reference); `None`: chosen per launch.
     rows: Option<AttentionRows>,
+    /// An explicit softmax scale; `None`: the default, `1/sqrt(head_dim)`.
+    sm_scale: Option<f32>,
 }
 
 impl Case {
@@ -54,7 +59,14 @@ impl Case {
             sparsity,
             with_lse: rng.gen_bool(0.5),
             rows: [None, Some(AttentionRows::Rows64), Some(AttentionRows::Rows128)][rng.gen_range(0..3)],
+            sm_scale: rng.gen_bool(0.25).then(|| rng.gen_range(0.03..0.2)),
         }
+    }
+
+    /// The softmax scale the reference uses, computed here rather than taken from the
+    /// configuration under test.
+    fn scale(&self) -> f64 {
+        self.sm_scale.map_or(1.0 / f64::from(self.head_dim).sqrt(), f64::from)
     }
 }
 
@@ -75,6 +87,7 @@ fn run_case<T: Element>(engine: &Engine, case: &Case) -> Result<Vec<T>> {
     let shape = AttentionShape::from_requests(case.heads, case.head_dim, 128, 128, &case.requests);
     let mut config = AttentionConfig::new(case.heads, case.head_dim).with_kv_layout(case.kv_layout);
     config.cta_rows = case.rows;
+    config.sm_scale = case.sm_scale;
     let plan = AttentionPlan::new(engine, config, &shape.qo_indptr, &shape.kv_indptr)?;
     let (hd, heads) = (case.head_dim as usize, case.heads as usize);
     let (total_q, total_kv) = (shape.total_q(), shape.total_kv());
@@ -94,7 +107,7 @@ fn run_case<T: Element>(engine: &Engine, case: &Case) -> Result<Vec<T>> {
     let q_dev = DeviceArray::from_host(&q)?;
     let k_dev = DeviceArray::from_host(&k_dev)?;
     let v_dev = DeviceArray::from_host(&v_dev)?;
-    let mut out = poisoned::<T>(total_q * heads * hd)?;
+    let mut out = GuardedOutput::<T>::new(total_q * heads * hd, heads * hd)?;
     let mut lse = DeviceArray::<f32>::uninitialized(total_q * heads)?;
     lse.fill_bytes(0xFF)?;
     let args = AttentionArgs {
@@ -107,11 +120,11 @@ fn run_case<T: Element>(engine: &Engine, case: &Case) -> Result<Vec<T>> {
     };
     engine.attention(&plan, args, engine.stream())?;
     engine.synchronize()?;
-    let got = out.to_host()?;
+    let got = out.to_host().with_context(|| format!("output of {case:?}"))?;
     let got_lse = lse.to_host()?;
 
     let view = symbols.as_ref().map(|s| s.view());
-    let want = attention(&q32, &k32, &v32, &shape, view.as_ref(), f64::from(config.scale()));
+    let want = attention(&q32, &k32, &v32, &shape, view.as_ref(), case.scale());
     let tolerance = Tolerance::for_element(T::NAME);
     let mut comparison = Comparison::default();
     let mut lse_comparison = Comparison::default();
@@ -186,6 +199,7 @@ fn full_sizes_with_masked_tails() -> Result<()> {
             sparsity: Some((0.5, 0.3)),
             with_lse: true,
             rows: Some(if seed % 2 == 0 { AttentionRows::Rows64 } else { AttentionRows::Rows128 }),
+            sm_scale: (seed == 102).then_some(0.1),
         };
         run_case::<bf16>(&engine, &case)?;
     }
@@ -204,6 +218,7 @@ fn rows_with_every_kv_block_dropped_are_zero() -> Result<()> {
         sparsity: Some((0.0, 0.0)),
         with_lse: true,
         rows: Some(AttentionRows::Rows128),
+        sm_scale: None,
     };
     let out = run_case::<bf16>(&engine, &case)?;
     ensure!(out.iter().all(|x| x.to_f32() == 0.0), "every row must be exactly zero");

@@ -1,31 +1,43 @@
 //! GPU tests of GEMM-Q and GEMM-O against the float64 CPU references.
 //!
-//! Every case draws its shape, inputs and S_c symbols from a seed, poisons the outputs
-//! (all-ones bytes, a NaN), runs the kernels and checks:
+//! Every case draws its shape, inputs and S_c symbols from a seed, runs the kernels into
+//! poisoned outputs (all-ones bytes, a NaN) that lie between poisoned guard regions, and
+//! checks:
 //! - GEMM-Q: elements of computed (query block, head) pairs match the reference, and every
 //!   element of a cached pair still holds the poison (never written);
 //! - GEMM-O: cache mode matches its reference, active mode matches its reference given the
-//!   cache the GPU produced, and cache followed by active equals the dense projection within
-//!   bf16 tolerance; every element is written.
+//!   cache the GPU produced (or none: active mode alone, without `C`), and cache followed by
+//!   active equals the dense projection up to the rounding of the cache; every element is
+//!   written;
+//! - both: no guard element was written (a tile partly outside the output stores nothing
+//!   outside it).
+//!
+//! f16 results are held to [`Tolerance::F16_GEMM`] (one f16 rounding), bf16 results to
+//! [`Tolerance::BF16`]. A case's inputs and references are computed once per element type and
+//! shared by the launches that differ only in CTA size, split or kernel.
 //!
 //! Shapes cover rows that are not a multiple of the 128-row tile, reductions that are not a
-//! multiple of the 64-deep k-tile, head dims 64 and 128 (a 128-column tile then spans two
-//! heads), and unaligned token offsets for GEMM-Q (a row tile then spans two query blocks).
-//! Every case draws the CTA size too (64 rows, 128 rows, or the launcher's choice), and the
-//! fixed-shape cases run both sizes.
+//! multiple of the 64-deep k-tile (and shorter than one), K = 3072, dense and sparse symbols,
+//! head dims 64 and 128 (a 128-column tile then spans two heads), and unaligned token offsets
+//! for GEMM-Q (a row tile then spans two query blocks). Every random case draws the CTA size
+//! too (64 rows, 128 rows, or the launcher's choice); the fixed-shape cases run both sizes,
+//! in bf16 and f16. The error tests check that bad arguments are rejected, before anything is
+//! launched, with the error variant that names the problem.
 
 use std::cell::RefCell;
 
 use anyhow::{Context, Result, bail, ensure};
 use flashomni::{
-    Arch, DeviceArray, DeviceSymbols, Element, Engine, Error, GemmOArgs, GemmOMode, GemmQArgs, GemmRows, GemmSplit,
-    GemmWorkspace,
+    Arch, DeviceArray, DeviceSymbols, DeviceView, DeviceViewMut, Element, Engine, Error, GemmOArgs, GemmOMode,
+    GemmQArgs, GemmRows, GemmSplit, GemmWorkspace,
 };
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry, SymbolsView};
-use flashomni_tests::compare::{Comparison, Tolerance};
-use flashomni_tests::gpu::{engine_or_skip, engines_or_skip, for_each_engine, is_poison, poisoned};
+use flashomni_tests::compare::{Comparison, Tolerance, unit_roundoff};
+use flashomni_tests::gpu::{
+    GuardedOutput, engine_or_skip, engines_or_skip, for_each_engine, is_poison, subview, subview_mut,
+};
 use flashomni_tests::random::{random_elements, random_symbols, seeded_rng};
-use flashomni_tests::reference::{GemmShape, HeadSparsity, gemm_o_active, gemm_o_cache, gemm_q};
+use flashomni_tests::reference::{GemmQRef, GemmShape, HeadSparsity, gemm_o_active, gemm_o_cache, gemm_q};
 use half::{bf16, f16};
 use proptest::prelude::*;
 use rand::Rng;
@@ -131,21 +143,87 @@ impl HeadLayout {
     }
 }
 
-/// One randomly drawn GEMM-Q problem.
+/// A problem's inputs in `T`, drawn from a seed: the activations (`[m, k]`: GEMM-Q's `x`,
+/// GEMM-O's `a`) and weights (`[n, k]`) with entries in (−scale, scale), a bias of `n` entries
+/// in (−1, 1) when the layout adds one, and the layout's symbols; as f32 for the references
+/// and uploaded.
+struct Operands<T: Element> {
+    shape: GemmShape,
+    a32: Vec<f32>,
+    w32: Vec<f32>,
+    bias32: Option<Vec<f32>>,
+    symbols: Option<PackedSymbols>,
+    a: DeviceArray<T>,
+    w: DeviceArray<T>,
+    bias: Option<DeviceArray<T>>,
+    device_symbols: Option<DeviceSymbols>,
+}
+
+impl<T: Element> Operands<T> {
+    /// Draws the operands of an `m × n × k` problem over `layout` from `seed`.
+    fn draw(layout: &HeadLayout, seed: u64, (m, n, k): (u32, u32, u32), scale: f32) -> Result<Self> {
+        let mut rng = seeded_rng(seed);
+        let (a, a32) = random_elements::<T>(&mut rng, m as usize * k as usize, scale);
+        let (w, w32) = random_elements::<T>(&mut rng, n as usize * k as usize, scale);
+        let (bias, bias32) = random_elements::<T>(&mut rng, n as usize, 1.0);
+        let (symbols, device_symbols) = layout.symbols(&mut rng, m)?;
+        Ok(Self {
+            shape: GemmShape { m: m as usize, n: n as usize, k: k as usize, heads: layout.heads },
+            a: DeviceArray::from_host(&a)?,
+            w: DeviceArray::from_host(&w)?,
+            bias: layout.with_bias.then(|| DeviceArray::from_host(&bias)).transpose()?,
+            bias32: layout.with_bias.then_some(bias32),
+            a32,
+            w32,
+            symbols,
+            device_symbols,
+        })
+    }
+
+    /// Evaluates a float64 reference (`gemm_q`, `gemm_o_cache`, …) on these operands: the
+    /// activations, the weights, the bias (if any), the shape and the symbols' sparsity.
+    fn reference<R>(
+        &self,
+        layout: &HeadLayout,
+        reference: impl FnOnce(&[f32], &[f32], Option<&[f32]>, GemmShape, Option<&HeadSparsity<'_>>) -> R,
+    ) -> R {
+        let view = self.symbols.as_ref().map(PackedSymbols::view);
+        let sparsity = layout.sparsity(view.as_ref());
+        reference(&self.a32, &self.w32, self.bias32.as_deref(), self.shape, sparsity.as_ref())
+    }
+}
+
+/// One GEMM-Q problem: its shape, head layout and the seed of its inputs.
 #[derive(Debug, Clone)]
 struct QCase {
     seed: u64,
     m: u32,
     k: u32,
     layout: HeadLayout,
+}
+
+/// How one launch of a GEMM-Q problem runs.
+#[derive(Debug, Clone, Copy)]
+struct QLaunch {
     rows: Option<GemmRows>,
     split: SplitChoice,
 }
 
+impl QLaunch {
+    /// Every CTA size forced, with each of `splits`.
+    fn each_rows(splits: &[SplitChoice]) -> Vec<QLaunch> {
+        GemmRows::ALL
+            .into_iter()
+            .flat_map(|rows| splits.iter().map(move |&split| QLaunch { rows: Some(rows), split }))
+            .collect()
+    }
+}
+
 impl QCase {
-    fn draw(seed: u64) -> QCase {
+    /// A random problem and launch.
+    fn draw(seed: u64) -> (QCase, QLaunch) {
         let mut rng = seeded_rng(seed);
-        QCase {
+        let case = QCase {
             seed,
             m: rng.gen_range(1..=300),
             k: 8 * rng.gen_range(1..=72),
@@ -155,9 +233,8 @@ impl QCase {
                 |rng| if rng.gen_bool(0.3) { 128 * rng.gen_range(0..4) } else { rng.gen_range(0..=300) },
                 &[64, 100, 128, 128, 256],
             ),
-            rows: draw_rows(&mut rng),
-            split: draw_split(&mut rng),
-        }
+        };
+        (case, QLaunch { rows: draw_rows(&mut rng), split: draw_split(&mut rng) })
     }
 
     fn n(&self) -> u32 {
@@ -165,90 +242,125 @@ impl QCase {
     }
 }
 
-/// Runs a GEMM-Q case on the GPU (splitting with `workspace` if the case says so) and checks
-/// it; returns the raw output.
-fn run_q<T: Element>(engine: &Engine, case: &QCase, workspace: &mut GemmWorkspace) -> Result<Vec<T>> {
-    let mut rng = seeded_rng(case.seed ^ 0x9e37_79b9);
-    let (m, n, k) = (case.m as usize, case.n() as usize, case.k as usize);
-    let (x, x32) = random_elements::<T>(&mut rng, m * k, 1.0);
-    let (w, w32) = random_elements::<T>(&mut rng, n * k, 1.0);
-    let (bias, bias32) = random_elements::<T>(&mut rng, n, 1.0);
-    let (symbols, device_symbols) = case.layout.symbols(&mut rng, case.m)?;
+impl GemmCase for QCase {
+    type Launch = QLaunch;
+    type Problem<'c, T: Element> = QProblem<'c, T>;
 
-    let x_dev = DeviceArray::from_host(&x)?;
-    let w_dev = DeviceArray::from_host(&w)?;
-    let bias_dev = DeviceArray::from_host(&bias)?;
-    let mut out = poisoned::<T>(m * n)?;
-    let args = GemmQArgs {
-        x: x_dev.view(),
-        w: w_dev.view(),
-        bias: case.layout.with_bias.then(|| bias_dev.view()),
-        out: out.view_mut(),
-        token_offset: case.layout.token_offset,
-        heads: case.layout.heads,
-        symbols: device_symbols.as_ref(),
-        tile_rows: case.rows,
-        workspace: match case.split {
-            SplitChoice::Off => None,
-            SplitChoice::Auto | SplitChoice::Forced(_) => Some(workspace),
-        },
-        split: match case.split {
-            SplitChoice::Forced(split) => Some(split),
-            SplitChoice::Off | SplitChoice::Auto => None,
-        },
-    };
-    engine.gemm_q(args, case.m, case.n(), case.k, engine.stream())?;
-    engine.synchronize()?;
-    let got = out.to_host()?;
-
-    let view = symbols.as_ref().map(PackedSymbols::view);
-    let sparsity = case.layout.sparsity(view.as_ref());
-    let shape = GemmShape { m, n, k, heads: case.layout.heads };
-    let want = gemm_q(&x32, &w32, case.layout.with_bias.then_some(bias32.as_slice()), shape, sparsity.as_ref());
-    let tolerance = Tolerance::for_element(T::NAME);
-    let mut comparison = Comparison::default();
-    for (i, &value) in got.iter().enumerate() {
-        let (row, col) = (i / n, i % n);
-        if want.written[i] {
-            comparison.element(f64::from(value.to_f32()), want.out[i], tolerance, || format!("row {row} col {col}"));
-        } else if !is_poison(value) {
-            comparison.fail(|| format!("row {row} col {col} belongs to a cached pair but was written"));
-        }
+    /// Draws the inputs (entries in (−1, 1)) and symbols in `T`, uploads them and computes
+    /// the reference.
+    fn prepare<T: Element>(&self) -> Result<QProblem<'_, T>> {
+        let operands = Operands::<T>::draw(&self.layout, self.seed ^ 0x9e37_79b9, (self.m, self.n(), self.k), 1.0)?;
+        let want = operands.reference(&self.layout, gemm_q);
+        Ok(QProblem { case: self, operands, want })
     }
-    comparison.finish(tolerance).with_context(|| format!("GEMM-Q {} {case:?}", T::NAME))?;
-    Ok(got)
 }
 
-/// One randomly drawn GEMM-O problem.
+/// A GEMM-Q problem's inputs on the device and its reference, for any number of launches.
+struct QProblem<'c, T: Element> {
+    case: &'c QCase,
+    operands: Operands<T>,
+    want: GemmQRef,
+}
+
+impl<T: Element> Launchable<QLaunch> for QProblem<'_, T> {
+    fn launch(&self, engine: &Engine, launch: QLaunch, workspace: &mut GemmWorkspace) -> Result<()> {
+        self.run(engine, launch, workspace).map(drop)
+    }
+}
+
+impl<T: Element> QProblem<'_, T> {
+    /// Runs one launch into a guarded, poisoned output (splitting with `workspace` if the
+    /// launch says so) and checks it; returns the raw output.
+    fn run(&self, engine: &Engine, launch: QLaunch, workspace: &mut GemmWorkspace) -> Result<Vec<T>> {
+        let case = self.case;
+        let n = case.n() as usize;
+        let mut out = GuardedOutput::<T>::new(case.m as usize * n, n)?;
+        let operands = &self.operands;
+        let args = GemmQArgs {
+            x: operands.a.view(),
+            w: operands.w.view(),
+            bias: operands.bias.as_ref().map(DeviceArray::view),
+            out: out.view_mut(),
+            token_offset: case.layout.token_offset,
+            heads: case.layout.heads,
+            symbols: operands.device_symbols.as_ref(),
+            tile_rows: launch.rows,
+            workspace: match launch.split {
+                SplitChoice::Off => None,
+                SplitChoice::Auto | SplitChoice::Forced(_) => Some(workspace),
+            },
+            split: match launch.split {
+                SplitChoice::Forced(split) => Some(split),
+                SplitChoice::Off | SplitChoice::Auto => None,
+            },
+        };
+        let context = || format!("GEMM-Q {} {case:?} {launch:?}", T::NAME);
+        engine.gemm_q(args, case.m, case.n(), case.k, engine.stream()).with_context(context)?;
+        engine.synchronize()?;
+        let got = out.to_host().with_context(context)?;
+
+        let tolerance = Tolerance::for_gemm(T::NAME);
+        let mut comparison = Comparison::default();
+        for (i, &value) in got.iter().enumerate() {
+            let (row, col) = (i / n, i % n);
+            if self.want.written[i] {
+                comparison
+                    .element(f64::from(value.to_f32()), self.want.out[i], tolerance, || format!("row {row} col {col}"));
+            } else if !is_poison(value) {
+                comparison.fail(|| format!("row {row} col {col} belongs to a cached pair but was written"));
+            }
+        }
+        comparison.finish(tolerance).with_context(context)?;
+        Ok(got)
+    }
+}
+
+/// One GEMM-O problem: its shape, head layout and the seed of its inputs.
 #[derive(Debug, Clone)]
 struct OCase {
     seed: u64,
     m: u32,
     n: u32,
     layout: HeadLayout,
+}
+
+/// How one launch sequence of a GEMM-O problem runs.
+#[derive(Debug, Clone, Copy)]
+struct OLaunch {
     rows: Option<GemmRows>,
     /// Forces the persistent kernel on the `sm_90a` module (with `rows` = 128); elsewhere, and
-    /// when false, the launch gets no workspace and runs the per-tile kernels.
+    /// when false, the launches get no workspace and run the per-tile kernels.
     persistent: bool,
+    /// `true`: cache mode, then active mode on the produced cache. `false`: active mode alone,
+    /// with `bias_or_cache: None`.
+    cache_first: bool,
+}
+
+impl OLaunch {
+    /// Cache then active mode with CTAs of `rows`, on the per-tile kernels.
+    fn per_tile(rows: Option<GemmRows>) -> OLaunch {
+        OLaunch { rows, persistent: false, cache_first: true }
+    }
 }
 
 impl OCase {
-    /// Token offsets and query blocks are multiples of 128 when 128-row CTAs are forced,
-    /// otherwise of 64 or 128 (the launcher must then pick 64 rows where 128 cannot work);
-    /// half the cases with forced 128-row CTAs force the persistent kernel.
-    fn draw(seed: u64) -> OCase {
+    /// A random problem and launch sequence. Token offsets and query blocks are multiples of
+    /// 128 when 128-row CTAs are forced, otherwise of 64 or 128 (the launcher must then pick 64
+    /// rows where 128 cannot work); half the cases with forced 128-row CTAs force the persistent
+    /// kernel, and one in five runs active mode without a cache.
+    fn draw(seed: u64) -> (OCase, OLaunch) {
         let mut rng = seeded_rng(seed);
         let rows = draw_rows(&mut rng);
         let unit = if rows == Some(GemmRows::Rows128) || rng.gen_bool(0.5) { 128 } else { 64 };
         let block_qs: &[u32] = if unit == 128 { &[128, 256] } else { &[64, 128, 192, 256] };
-        OCase {
+        let case = OCase {
             seed,
             m: rng.gen_range(1..=300),
             n: 8 * rng.gen_range(1..=48),
             layout: HeadLayout::draw(&mut rng, 6, |rng| unit * rng.gen_range(0..4), block_qs),
-            rows,
-            persistent: rows == Some(GemmRows::Rows128) && rng.gen_bool(0.5),
-        }
+        };
+        let persistent = rows == Some(GemmRows::Rows128) && rng.gen_bool(0.5);
+        (case, OLaunch { rows, persistent, cache_first: rng.gen_bool(0.8) })
     }
 
     fn k(&self) -> u32 {
@@ -256,134 +368,204 @@ impl OCase {
     }
 }
 
-/// Runs a GEMM-O case (cache mode, then active mode on the produced cache) and checks it.
-fn run_o<T: Element>(engine: &Engine, case: &OCase) -> Result<()> {
-    let mut rng = seeded_rng(case.seed ^ 0x85eb_ca6b);
-    let (m, n, k) = (case.m as usize, case.n as usize, case.k() as usize);
-    // Half-width inputs keep |C| small enough that rounding C to 16 bits stays within the
-    // bf16 tolerance of the dense result, even where C and the active part cancel.
-    let (a, a32) = random_elements::<T>(&mut rng, m * k, 0.5);
-    let (w, w32) = random_elements::<T>(&mut rng, n * k, 0.5);
-    let (bias, bias32) = random_elements::<T>(&mut rng, n, 1.0);
-    let (symbols, device_symbols) = case.layout.symbols(&mut rng, case.m)?;
+impl GemmCase for OCase {
+    type Launch = OLaunch;
+    type Problem<'c, T: Element> = OProblem<'c, T>;
 
-    let a_dev = DeviceArray::from_host(&a)?;
-    let w_dev = DeviceArray::from_host(&w)?;
-    let bias_dev = DeviceArray::from_host(&bias)?;
-    let mut cache = poisoned::<T>(m * n)?;
-    let mut out = poisoned::<T>(m * n)?;
-    // Both launches share one workspace: the second finds the tile counters the first used
-    // zeroed again, or leaves poisoned tiles.
-    let persistent = case.persistent && engine.arch() == Arch::Sm90a;
-    let mut workspace = persistent.then(|| GemmWorkspace::new(engine)).transpose()?;
-    let args = GemmOArgs {
-        a: a_dev.view(),
-        w: w_dev.view(),
-        bias_or_cache: case.layout.with_bias.then(|| bias_dev.view()),
-        out: cache.view_mut(),
-        mode: GemmOMode::Cache,
-        token_offset: case.layout.token_offset,
-        heads: case.layout.heads,
-        symbols: device_symbols.as_ref(),
-        tile_rows: case.rows,
-        workspace: workspace.as_mut(),
-        persistent: persistent.then_some(true),
-    };
-    engine.gemm_o(args, case.m, case.n, case.k(), engine.stream())?;
-    let args = GemmOArgs {
-        a: a_dev.view(),
-        w: w_dev.view(),
-        bias_or_cache: Some(cache.view()),
-        out: out.view_mut(),
-        mode: GemmOMode::Active,
-        token_offset: case.layout.token_offset,
-        heads: case.layout.heads,
-        symbols: device_symbols.as_ref(),
-        tile_rows: case.rows,
-        workspace: workspace.as_mut(),
-        persistent: persistent.then_some(true),
-    };
-    engine.gemm_o(args, case.m, case.n, case.k(), engine.stream())?;
-    engine.synchronize()?;
-    let got_cache = cache.to_host()?;
-    let got = out.to_host()?;
-
-    let view = symbols.as_ref().map(PackedSymbols::view);
-    let sparsity = case.layout.sparsity(view.as_ref());
-    let shape = GemmShape { m, n, k, heads: case.layout.heads };
-    let bias_ref = case.layout.with_bias.then_some(bias32.as_slice());
-    let cache32: Vec<f32> = got_cache.iter().map(|x| x.to_f32()).collect();
-    let want_cache = gemm_o_cache(&a32, &w32, bias_ref, shape, sparsity.as_ref());
-    let want_active = gemm_o_active(&a32, &w32, Some(&cache32), shape, sparsity.as_ref());
-    let want_dense = gemm_q(&a32, &w32, bias_ref, GemmShape { m, n, k, heads: 1 }, None).out;
-
-    let tolerance = Tolerance::for_element(T::NAME);
-    for (what, got, want, tolerance) in [
-        ("cache", &got_cache, &want_cache, tolerance),
-        ("active", &got, &want_active, tolerance),
-        ("cache+active vs dense", &got, &want_dense, Tolerance::BF16),
-    ] {
-        let mut comparison = Comparison::default();
-        for (i, (value, &want)) in got.iter().zip(want).enumerate() {
-            comparison
-                .element(f64::from(value.to_f32()), want, tolerance, || format!("{what} row {} col {}", i / n, i % n));
-        }
-        comparison.finish(tolerance).with_context(|| format!("GEMM-O {what}, {} {case:?}", T::NAME))?;
+    /// Draws the inputs and symbols in `T`, uploads them and computes the references.
+    /// Half-width inputs (entries in (−0.5, 0.5)) keep |C| small, and with it what rounding C
+    /// to 16 bits adds to the error of cache followed by active mode against the dense
+    /// projection.
+    fn prepare<T: Element>(&self) -> Result<OProblem<'_, T>> {
+        let operands = Operands::<T>::draw(&self.layout, self.seed ^ 0x85eb_ca6b, (self.m, self.n, self.k()), 0.5)?;
+        let want_cache = operands.reference(&self.layout, gemm_o_cache);
+        let active_sum =
+            operands.reference(&self.layout, |a, w, _, shape, sparsity| gemm_o_active(a, w, None, shape, sparsity));
+        Ok(OProblem { case: self, operands, want_cache, active_sum })
     }
-    Ok(())
 }
 
-fn run_q_both_types(engine: &Engine, case: &QCase, workspace: &mut GemmWorkspace) -> Result<()> {
-    run_q::<bf16>(engine, case, workspace)?;
-    run_q::<f16>(engine, case, workspace)?;
-    Ok(())
+/// A GEMM-O problem's inputs on the device and its references, for any number of launches.
+struct OProblem<'c, T: Element> {
+    case: &'c OCase,
+    operands: Operands<T>,
+    /// Cache mode: the bias plus the cached heads.
+    want_cache: Vec<f64>,
+    /// Active mode without `C`: the computed heads. Added to `want_cache` it is the dense
+    /// projection (the references split the heads exactly: reference_gemm.rs tests it).
+    active_sum: Vec<f64>,
 }
 
-fn run_o_both_types(engine: &Engine, case: &OCase) -> Result<()> {
-    run_o::<bf16>(engine, case)?;
-    run_o::<f16>(engine, case)?;
-    Ok(())
+impl<T: Element> Launchable<OLaunch> for OProblem<'_, T> {
+    fn launch(&self, engine: &Engine, launch: OLaunch, workspace: &mut GemmWorkspace) -> Result<()> {
+        self.run(engine, launch, workspace)
+    }
+}
+
+impl<T: Element> OProblem<'_, T> {
+    /// The arguments of one launch in `mode`; a workspace forces the persistent kernel.
+    fn args<'a>(
+        &'a self,
+        launch: OLaunch,
+        mode: GemmOMode,
+        bias_or_cache: Option<DeviceView<'a, T>>,
+        out: DeviceViewMut<'a, T>,
+        workspace: Option<&'a mut GemmWorkspace>,
+    ) -> GemmOArgs<'a, T> {
+        GemmOArgs {
+            a: self.operands.a.view(),
+            w: self.operands.w.view(),
+            bias_or_cache,
+            out,
+            mode,
+            token_offset: self.case.layout.token_offset,
+            heads: self.case.layout.heads,
+            symbols: self.operands.device_symbols.as_ref(),
+            tile_rows: launch.rows,
+            persistent: workspace.is_some().then_some(true),
+            workspace,
+        }
+    }
+
+    /// Runs one launch sequence into guarded, poisoned outputs and checks it: cache mode
+    /// against its reference, active mode against its reference given the cache the GPU
+    /// produced (or none), and cache followed by active mode against the dense projection,
+    /// allowing for the rounding of the cache to `T`.
+    fn run(&self, engine: &Engine, launch: OLaunch, workspace: &mut GemmWorkspace) -> Result<()> {
+        let case = self.case;
+        let (m, n, k) = (case.m, case.n, case.k());
+        let len = m as usize * n as usize;
+        let context = |what: &str| format!("GEMM-O {what}, {} {case:?} {launch:?}", T::NAME);
+        // Both launches share the workspace: the second finds the tile counters the first used
+        // zeroed again, or leaves poisoned tiles.
+        let persistent = launch.persistent && engine.arch() == Arch::Sm90a;
+        let mut workspace = persistent.then_some(workspace);
+        let cache = if launch.cache_first {
+            let mut cache = GuardedOutput::<T>::new(len, n as usize)?;
+            let bias = self.operands.bias.as_ref().map(DeviceArray::view);
+            let args = self.args(launch, GemmOMode::Cache, bias, cache.view_mut(), workspace.as_deref_mut());
+            engine.gemm_o(args, m, n, k, engine.stream()).with_context(|| context("cache mode"))?;
+            Some(cache)
+        } else {
+            None
+        };
+        let mut out = GuardedOutput::<T>::new(len, n as usize)?;
+        let c = cache.as_ref().map(GuardedOutput::view);
+        let args = self.args(launch, GemmOMode::Active, c, out.view_mut(), workspace);
+        engine.gemm_o(args, m, n, k, engine.stream()).with_context(|| context("active mode"))?;
+        engine.synchronize()?;
+        let got = out.to_host().with_context(|| context("active"))?;
+
+        let tolerance = Tolerance::for_gemm(T::NAME);
+        let compare = |what: &str, got: &[T], want: &dyn Fn(usize) -> f64, slack: &dyn Fn(usize) -> f64| {
+            let mut comparison = Comparison::default();
+            for (i, value) in got.iter().enumerate() {
+                let tolerance = Tolerance { atol: tolerance.atol + slack(i), ..tolerance };
+                comparison.element(f64::from(value.to_f32()), want(i), tolerance, || {
+                    format!("{what} row {} col {}", i / n as usize, i % n as usize)
+                });
+            }
+            comparison.finish(tolerance).with_context(|| context(what))
+        };
+        let Some(cache) = cache else {
+            return compare("active without C", &got, &|i| self.active_sum[i], &|_| 0.0);
+        };
+        let got_cache = cache.to_host().with_context(|| context("cache"))?;
+        let c = |i: usize| f64::from(got_cache[i].to_f32());
+        let roundoff = unit_roundoff(T::NAME);
+        compare("cache", &got_cache, &|i| self.want_cache[i], &|_| 0.0)?;
+        compare("active", &got, &|i| c(i) + self.active_sum[i], &|_| 0.0)?;
+        let dense = |i: usize| self.want_cache[i] + self.active_sum[i];
+        compare("cache+active vs dense", &got, &dense, &|i| roundoff * c(i).abs())
+    }
+}
+
+/// A GEMM problem, prepared (inputs drawn, uploaded, references computed) once per element
+/// type and then launched any number of ways.
+trait GemmCase {
+    /// How one launch (or launch sequence) of the problem runs.
+    type Launch: Copy;
+    /// The prepared problem in `T`.
+    type Problem<'c, T: Element>: Launchable<Self::Launch>
+    where
+        Self: 'c;
+
+    /// Draws the inputs and symbols in `T`, uploads them and computes the references.
+    fn prepare<T: Element>(&self) -> Result<Self::Problem<'_, T>>;
+}
+
+/// A prepared problem that runs and checks one launch of kind `L`.
+trait Launchable<L> {
+    /// Runs `launch` into guarded, poisoned outputs and checks the results.
+    fn launch(&self, engine: &Engine, launch: L, workspace: &mut GemmWorkspace) -> Result<()>;
+}
+
+/// Prepares `case` in `T` and runs each of `launches` (sharing `workspace`).
+fn run_launches<T: Element, C: GemmCase>(
+    engine: &Engine,
+    case: &C,
+    launches: &[C::Launch],
+    workspace: &mut GemmWorkspace,
+) -> Result<()> {
+    let problem = case.prepare::<T>()?;
+    launches.iter().try_for_each(|&launch| problem.launch(engine, launch, workspace))
+}
+
+/// [`run_launches`] in bf16, then in f16.
+fn run_both_types<C: GemmCase>(
+    engine: &Engine,
+    case: &C,
+    launches: &[C::Launch],
+    workspace: &mut GemmWorkspace,
+) -> Result<()> {
+    run_launches::<bf16, C>(engine, case, launches, workspace)?;
+    run_launches::<f16, C>(engine, case, launches, workspace)
+}
+
+/// Runs the cases `draw` makes from seeds 0 to 15, in both element types, on every engine.
+fn check_fixed_seeds<C: GemmCase>(test: &str, draw: fn(u64) -> (C, C::Launch)) -> Result<()> {
+    for_each_engine(test, |engine| {
+        let mut workspace = GemmWorkspace::new(engine)?;
+        for seed in 0..16 {
+            let (case, launch) = draw(seed);
+            run_both_types(engine, &case, &[launch], &mut workspace)?;
+        }
+        Ok(())
+    })
+}
+
+/// Runs the cases `draw` makes from 16 fresh seeds (proptest), in both element types, on
+/// every engine.
+fn check_fresh_seeds<C: GemmCase>(test: &str, draw: fn(u64) -> (C, C::Launch)) {
+    for engine in engines_or_skip(test) {
+        // proptest's body is a `Fn`: the shared workspace is lent out per case.
+        let workspace = RefCell::new(GemmWorkspace::new(&engine).expect("allocating a GEMM workspace"));
+        proptest!(ProptestConfig::with_cases(16), |(seed in any::<u64>())| {
+            let (case, launch) = draw(seed);
+            run_both_types(&engine, &case, &[launch], &mut workspace.borrow_mut())
+                .map_err(|err| TestCaseError::fail(format!("{} module: {err:#}", engine.arch().target())))?;
+        });
+    }
 }
 
 #[test]
 fn gemm_q_matches_reference_on_fixed_seeds() -> Result<()> {
-    for_each_engine("gemm_q_matches_reference_on_fixed_seeds", |engine| {
-        let mut workspace = GemmWorkspace::new(engine)?;
-        for seed in 0..16 {
-            run_q_both_types(engine, &QCase::draw(seed), &mut workspace)?;
-        }
-        Ok(())
-    })
+    check_fixed_seeds("gemm_q_matches_reference_on_fixed_seeds", QCase::draw)
 }
 
 #[test]
 fn gemm_o_matches_reference_on_fixed_seeds() -> Result<()> {
-    for_each_engine("gemm_o_matches_reference_on_fixed_seeds", |engine| {
-        for seed in 0..16 {
-            run_o_both_types(engine, &OCase::draw(seed))?;
-        }
-        Ok(())
-    })
+    check_fixed_seeds("gemm_o_matches_reference_on_fixed_seeds", OCase::draw)
 }
 
 #[test]
 fn gemm_q_matches_reference_on_fresh_seeds() {
-    for engine in engines_or_skip("gemm_q_matches_reference_on_fresh_seeds") {
-        // proptest's body is a `Fn`: the shared workspace is lent out per case.
-        let workspace = RefCell::new(GemmWorkspace::new(&engine).expect("allocating a GEMM workspace"));
-        proptest!(ProptestConfig::with_cases(16), |(seed in any::<u64>())| {
-            run_q_both_types(&engine, &QCase::draw(seed), &mut workspace.borrow_mut()).map_err(|err| TestCaseError::fail(format!("{} module: {err:#}", engine.arch().target())))?;
-        });
-    }
+    check_fresh_seeds("gemm_q_matches_reference_on_fresh_seeds", QCase::draw);
 }
 
 #[test]
 fn gemm_o_matches_reference_on_fresh_seeds() {
-    for engine in engines_or_skip("gemm_o_matches_reference_on_fresh_seeds") {
-        proptest!(ProptestConfig::with_cases(16), |(seed in any::<u64>())| {
-            run_o_both_types(&engine, &OCase::draw(seed)).map_err(|err| TestCaseError::fail(format!("{} module: {err:#}", engine.arch().target())))?;
-        });
-    }
+    check_fresh_seeds("gemm_o_matches_reference_on_fresh_seeds", OCase::draw);
 }
 
 #[test]
@@ -392,15 +574,11 @@ fn gemm_q_mixed_tiles_write_only_computed_pairs() -> Result<()> {
         let mut workspace = GemmWorkspace::new(engine)?;
         // head_dim 64: every 128-column tile spans two heads; token_offset 64: every 128-row tile
         // spans two query blocks, so many tiles have both computed and cached pairs.
+        let split = SplitChoice::Forced(GemmSplit { whole_tiles: 2, parts: 3 });
+        let launches = QLaunch::each_rows(&[SplitChoice::Off, split]);
         for (seed, ratio) in [(1, Some(0.5)), (2, Some(0.75)), (3, Some(0.25))] {
-            let layout = HeadLayout::with_bias(6, 64, 64, ratio);
-            for rows in GemmRows::ALL {
-                let split = SplitChoice::Forced(GemmSplit { whole_tiles: 2, parts: 3 });
-                for split in [SplitChoice::Off, split] {
-                    let case = QCase { seed, m: 333, k: 200, layout: layout.clone(), rows: Some(rows), split };
-                    run_q_both_types(engine, &case, &mut workspace)?;
-                }
-            }
+            let case = QCase { seed, m: 333, k: 200, layout: HeadLayout::with_bias(6, 64, 64, ratio) };
+            run_both_types(engine, &case, &launches, &mut workspace)?;
         }
         Ok(())
     })
@@ -413,17 +591,62 @@ fn gemm_q_split_reductions_match_reference() -> Result<()> {
         let mut workspace = GemmWorkspace::new(engine)?;
         // 3 × 3 tiles of 128 rows (5 × 3 of 64); k = 200 is 4 k-tiles, so 5 or more parts
         // leave parts without a k-tile, and k = 1016 ends in a partial k-tile.
+        let splits: Vec<SplitChoice> =
+            (1..=8).map(|parts| SplitChoice::Forced(GemmSplit { whole_tiles: parts % 3, parts })).collect();
+        let launches = QLaunch::each_rows(&splits);
         for (seed, k, ratio) in [(11, 200, None), (12, 1016, Some(0.5)), (13, 1016, None)] {
-            let layout = HeadLayout::with_bias(3, 128, 64, ratio);
-            for rows in GemmRows::ALL {
-                for parts in 1..=8 {
-                    let split = SplitChoice::Forced(GemmSplit { whole_tiles: parts % 3, parts });
-                    let case = QCase { seed, m: 300, k, layout: layout.clone(), rows: Some(rows), split };
-                    run_q::<bf16>(engine, &case, &mut workspace)?;
-                }
-            }
+            let case = QCase { seed, m: 300, k, layout: HeadLayout::with_bias(3, 128, 64, ratio) };
+            run_both_types(engine, &case, &launches, &mut workspace)?;
         }
         Ok(())
+    })
+}
+
+/// Dense GEMM-Q (no symbols) and reductions shorter than one 64-deep k-tile (K = 8, 24, 56),
+/// with and without a split that leaves parts without a k-tile.
+#[test]
+fn gemm_q_dense_and_short_reductions_match_reference() -> Result<()> {
+    for_each_engine("gemm_q_dense_and_short_reductions_match_reference", |engine| {
+        let mut workspace = GemmWorkspace::new(engine)?;
+        let split = SplitChoice::Forced(GemmSplit { whole_tiles: 1, parts: 3 });
+        let launches = QLaunch::each_rows(&[SplitChoice::Off, SplitChoice::Auto, split]);
+        for (seed, k, ratio) in [(21, 8, None), (22, 24, Some(0.5)), (23, 56, None), (24, 320, None)] {
+            let case = QCase { seed, m: 200, k, layout: HeadLayout::with_bias(3, 64, 64, ratio) };
+            run_both_types(engine, &case, &launches, &mut workspace)?;
+        }
+        Ok(())
+    })
+}
+
+/// The model's reduction length, K = 3072: GEMM-Q over 300 rows (a partial last tile) and two
+/// heads of 128; GEMM-O over 24 heads of 128, on every kernel and without a cache.
+#[test]
+fn gemm_long_reductions_match_reference() -> Result<()> {
+    for_each_engine("gemm_long_reductions_match_reference", |engine| {
+        let mut workspace = GemmWorkspace::new(engine)?;
+        let split = SplitChoice::Forced(GemmSplit { whole_tiles: 1, parts: 4 });
+        let launches = QLaunch::each_rows(&[SplitChoice::Off, SplitChoice::Auto, split]);
+        let q = QCase { seed: 31, m: 300, k: 3072, layout: HeadLayout::with_bias(2, 128, 64, Some(0.5)) };
+        run_both_types(engine, &q, &launches, &mut workspace)?;
+
+        let layout = HeadLayout {
+            heads: 24,
+            head_dim: 128,
+            token_offset: 128,
+            block_q: 128,
+            q_extra: 5,
+            cache_ratio: Some(0.5),
+            with_bias: true,
+        };
+        let o = OCase { seed: 32, m: 300, n: 200, layout };
+        let launches = [
+            OLaunch::per_tile(None),
+            OLaunch::per_tile(Some(GemmRows::Rows64)),
+            OLaunch::per_tile(Some(GemmRows::Rows128)),
+            OLaunch { persistent: true, ..OLaunch::per_tile(Some(GemmRows::Rows128)) },
+            OLaunch { cache_first: false, ..OLaunch::per_tile(None) },
+        ];
+        run_both_types(engine, &o, &launches, &mut workspace)
     })
 }
 
@@ -440,13 +663,11 @@ fn gemm_larger_shapes() -> Result<()> {
             cache_ratio: Some(0.5),
             with_bias: true,
         };
-        for rows in GemmRows::ALL {
-            let split = SplitChoice::Forced(GemmSplit { whole_tiles: 3, parts: 2 });
-            for split in [SplitChoice::Off, SplitChoice::Auto, split] {
-                let q = QCase { seed: 41, m: 515, k: 1016, layout: layout.clone(), rows: Some(rows), split };
-                run_q::<bf16>(engine, &q, &mut workspace)?;
-            }
-        }
+        let split = SplitChoice::Forced(GemmSplit { whole_tiles: 3, parts: 2 });
+        let launches = QLaunch::each_rows(&[SplitChoice::Off, SplitChoice::Auto, split]);
+        let q = QCase { seed: 41, m: 515, k: 1016, layout };
+        run_both_types(engine, &q, &launches, &mut workspace)?;
+
         let layout = HeadLayout {
             heads: 4,
             head_dim: 128,
@@ -456,10 +677,13 @@ fn gemm_larger_shapes() -> Result<()> {
             cache_ratio: Some(0.6),
             with_bias: true,
         };
-        for rows in GemmRows::ALL {
-            let o = OCase { seed: 42, m: 520, n: 392, layout: layout.clone(), rows: Some(rows), persistent: false };
-            run_o::<bf16>(engine, &o)?;
-        }
+        let o = OCase { seed: 42, m: 520, n: 392, layout };
+        let launches = [
+            OLaunch::per_tile(Some(GemmRows::Rows64)),
+            OLaunch::per_tile(Some(GemmRows::Rows128)),
+            OLaunch { cache_first: false, ..OLaunch::per_tile(Some(GemmRows::Rows128)) },
+        ];
+        run_both_types(engine, &o, &launches, &mut workspace)?;
         // 64-row CTAs also take token offsets and query blocks that are multiples of 64 only.
         let layout = HeadLayout {
             heads: 3,
@@ -470,17 +694,16 @@ fn gemm_larger_shapes() -> Result<()> {
             cache_ratio: Some(0.5),
             with_bias: true,
         };
-        for rows in [None, Some(GemmRows::Rows64)] {
-            let o = OCase { seed: 43, m: 450, n: 264, layout: layout.clone(), rows, persistent: false };
-            run_o::<bf16>(engine, &o)?;
-        }
-        Ok(())
+        let o = OCase { seed: 43, m: 450, n: 264, layout };
+        let launches = [OLaunch::per_tile(None), OLaunch::per_tile(Some(GemmRows::Rows64))];
+        run_both_types(engine, &o, &launches, &mut workspace)
     })
 }
 
 /// The persistent GEMM-O (`sm_90a`) runs one CTA per multiprocessor over 128 × 256 tiles:
 /// 14 × 11 = 154 tiles make some CTAs claim two, and the last column of tiles has one
-/// consumer's columns partly and the other's wholly outside the output.
+/// consumer's columns partly and the other's wholly outside the output (the guards after the
+/// output catch a store there).
 #[test]
 fn gemm_o_ctas_walking_several_tiles() -> Result<()> {
     for_each_engine("gemm_o_ctas_walking_several_tiles", |engine| {
@@ -493,8 +716,10 @@ fn gemm_o_ctas_walking_several_tiles() -> Result<()> {
             cache_ratio: Some(0.5),
             with_bias: true,
         };
-        let o = OCase { seed: 44, m: 1700, n: 2568, layout, rows: Some(GemmRows::Rows128), persistent: true };
-        run_o::<bf16>(engine, &o)
+        let o = OCase { seed: 44, m: 1700, n: 2568, layout };
+        let persistent = OLaunch { persistent: true, ..OLaunch::per_tile(Some(GemmRows::Rows128)) };
+        let mut workspace = GemmWorkspace::new(engine)?;
+        run_both_types(engine, &o, &[persistent, OLaunch { cache_first: false, ..persistent }], &mut workspace)
     })
 }
 
@@ -505,31 +730,33 @@ fn gemm_runs_are_bitwise_equal() -> Result<()> {
         for seed in [5, 6, 7] {
             // The drawn case, and the same case with every tile split: the last part to
             // arrive differs from run to run, the sum must not.
-            let split = SplitChoice::Forced(GemmSplit { whole_tiles: 0, parts: 3 });
-            for case in [QCase::draw(seed), QCase { k: 8 * 100, split, ..QCase::draw(seed) }] {
-                let first = run_q::<bf16>(engine, &case, &mut workspace)?;
-                let second = run_q::<bf16>(engine, &case, &mut workspace)?;
+            let (drawn, launch) = QCase::draw(seed);
+            let split = QLaunch { split: SplitChoice::Forced(GemmSplit { whole_tiles: 0, parts: 3 }), ..launch };
+            for (case, launch) in [(drawn.clone(), launch), (QCase { k: 8 * 100, ..drawn }, split)] {
+                let problem = case.prepare::<bf16>()?;
+                let first = problem.run(engine, launch, &mut workspace)?;
+                let second = problem.run(engine, launch, &mut workspace)?;
                 let equal = first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits());
-                ensure!(equal, "seed {seed}, {:?}: runs differ", case.split);
+                ensure!(equal, "seed {seed}, {:?}: runs differ", launch.split);
             }
         }
         Ok(())
     })
 }
 
-/// GEMM-Q arguments over one scratch input buffer.
-fn q_args<'a>(
-    input: &'a DeviceArray<bf16>,
-    out: &'a mut DeviceArray<bf16>,
+/// GEMM-Q arguments over one scratch input.
+fn q_args<'a, T: Element>(
+    input: DeviceView<'a, T>,
+    out: DeviceViewMut<'a, T>,
     heads: u32,
     token_offset: u32,
     symbols: Option<&'a DeviceSymbols>,
-) -> GemmQArgs<'a, bf16> {
+) -> GemmQArgs<'a, T> {
     GemmQArgs {
-        x: input.view(),
-        w: input.view(),
+        x: input,
+        w: input,
         bias: None,
-        out: out.view_mut(),
+        out,
         token_offset,
         heads,
         symbols,
@@ -539,19 +766,19 @@ fn q_args<'a>(
     }
 }
 
-/// Active-mode GEMM-O arguments over one scratch input buffer.
-fn o_args<'a>(
-    input: &'a DeviceArray<bf16>,
-    out: &'a mut DeviceArray<bf16>,
+/// Active-mode GEMM-O arguments over one scratch input.
+fn o_args<'a, T: Element>(
+    input: DeviceView<'a, T>,
+    out: DeviceViewMut<'a, T>,
     heads: u32,
     token_offset: u32,
     symbols: Option<&'a DeviceSymbols>,
-) -> GemmOArgs<'a, bf16> {
+) -> GemmOArgs<'a, T> {
     GemmOArgs {
-        a: input.view(),
-        w: input.view(),
+        a: input,
+        w: input,
         bias_or_cache: None,
-        out: out.view_mut(),
+        out,
         mode: GemmOMode::Active,
         token_offset,
         heads,
@@ -562,6 +789,22 @@ fn o_args<'a>(
     }
 }
 
+/// Fails unless `result` is an error that `expected` accepts; `what` names the case.
+fn expect_error<T>(result: flashomni::Result<T>, what: &str, expected: impl FnOnce(&Error) -> bool) -> Result<()> {
+    match result {
+        Err(err) if expected(&err) => Ok(()),
+        Err(err) => bail!("{what} must be rejected otherwise, got {err:?}"),
+        Ok(_) => bail!("{what} must be rejected, got Ok"),
+    }
+}
+
+/// Dense symbols for one request of 200 query tokens over two heads, in 128-token blocks.
+fn two_head_symbols() -> Result<DeviceSymbols> {
+    let requests = [RequestShape::new(200, 128)];
+    let geometry = SymbolGeometry::new(2, 128, 128, &requests)?;
+    Ok(DeviceSymbols::upload(&PackedSymbols::dense(&geometry).view())?)
+}
+
 #[test]
 fn gemm_bad_inputs_are_rejected_with_clear_errors() -> Result<()> {
     let Some(engine) = engine_or_skip("gemm_bad_inputs_are_rejected_with_clear_errors") else { return Ok(()) };
@@ -569,99 +812,277 @@ fn gemm_bad_inputs_are_rejected_with_clear_errors() -> Result<()> {
     let big = DeviceArray::<bf16>::uninitialized(1 << 16)?;
     let mut out = DeviceArray::<bf16>::uninitialized(1 << 16)?;
 
-    match engine.gemm_q(q_args(&big, &mut out, 2, 0, None), 16, 128, 12, stream) {
-        Err(Error::Misaligned { .. }) => {}
-        other => bail!("k = 12 must be rejected as misaligned, got {other:?}"),
-    }
-    match engine.gemm_q(q_args(&big, &mut out, 3, 0, None), 16, 128, 64, stream) {
-        Err(Error::InvalidShape(_)) => {}
-        other => bail!("n = 128 with 3 heads must be rejected, got {other:?}"),
-    }
-    match engine.gemm_q(q_args(&big, &mut out, 1, 0, None), 600, 128, 128, stream) {
-        Err(Error::BufferTooSmall { buffer: "x", .. }) => {}
-        other => bail!("a short x must be rejected, got {other:?}"),
-    }
+    let result = engine.gemm_q(q_args(big.view(), out.view_mut(), 2, 0, None), 16, 128, 12, stream);
+    expect_error(result, "GEMM-Q with k = 12", |err| matches!(err, Error::Misaligned { .. }))?;
+    let result = engine.gemm_q(q_args(big.view(), out.view_mut(), 3, 0, None), 16, 128, 64, stream);
+    expect_error(result, "GEMM-Q with n = 128 over 3 heads", |err| matches!(err, Error::InvalidShape(_)))?;
+    let result = engine.gemm_q(q_args(big.view(), out.view_mut(), 1, 0, None), 600, 128, 128, stream);
+    expect_error(result, "GEMM-Q with a short x", |err| matches!(err, Error::BufferTooSmall { buffer: "x", .. }))?;
 
-    let requests = [RequestShape::new(200, 128)];
-    let geometry = SymbolGeometry::new(2, 128, 128, &requests)?;
-    let symbols = DeviceSymbols::upload(&PackedSymbols::dense(&geometry).view())?;
-    match engine.gemm_q(q_args(&big, &mut out, 2, 100, Some(&symbols)), 101, 128, 64, stream) {
-        Err(Error::InvalidShape(message)) => ensure!(message.contains("q_len"), "{message}"),
-        other => bail!("rows past the symbols' request must be rejected, got {other:?}"),
-    }
-    match engine.gemm_q(q_args(&big, &mut out, 4, 0, Some(&symbols)), 16, 256, 64, stream) {
-        Err(Error::InvalidShape(message)) => ensure!(message.contains("heads"), "{message}"),
-        other => bail!("symbols for another head count must be rejected, got {other:?}"),
-    }
+    let symbols = two_head_symbols()?;
+    let result = engine.gemm_q(q_args(big.view(), out.view_mut(), 2, 100, Some(&symbols)), 101, 128, 64, stream);
+    expect_error(
+        result,
+        "GEMM-Q rows past the symbols' request",
+        |err| matches!(err, Error::InvalidShape(message) if message.contains("q_len")),
+    )?;
+    let result = engine.gemm_q(q_args(big.view(), out.view_mut(), 4, 0, Some(&symbols)), 16, 256, 64, stream);
+    expect_error(
+        result,
+        "GEMM-Q with symbols for another head count",
+        |err| matches!(err, Error::InvalidShape(message) if message.contains("heads")),
+    )?;
 
     let split = Some(GemmSplit { whole_tiles: 0, parts: 2 });
-    match engine.gemm_q(GemmQArgs { split, ..q_args(&big, &mut out, 1, 0, None) }, 16, 128, 128, stream) {
-        Err(Error::InvalidShape(message)) => ensure!(message.contains("workspace"), "{message}"),
-        other => bail!("a forced split without a workspace must be rejected, got {other:?}"),
-    }
+    let args = GemmQArgs { split, ..q_args(big.view(), out.view_mut(), 1, 0, None) };
+    expect_error(
+        engine.gemm_q(args, 16, 128, 128, stream),
+        "a forced split without a workspace",
+        |err| matches!(err, Error::InvalidShape(message) if message.contains("workspace")),
+    )?;
     let mut workspace = GemmWorkspace::new(&engine)?;
     for parts in [0, 9] {
         let split = Some(GemmSplit { whole_tiles: 0, parts });
-        let args = GemmQArgs { split, workspace: Some(&mut workspace), ..q_args(&big, &mut out, 1, 0, None) };
-        match engine.gemm_q(args, 16, 128, 128, stream) {
-            Err(Error::Unsupported(message)) => ensure!(message.contains("parts"), "{message}"),
-            other => bail!("a split into {parts} parts must be unsupported, got {other:?}"),
-        }
+        let args =
+            GemmQArgs { split, workspace: Some(&mut workspace), ..q_args(big.view(), out.view_mut(), 1, 0, None) };
+        expect_error(
+            engine.gemm_q(args, 16, 128, 128, stream),
+            &format!("a split into {parts} parts"),
+            |err| matches!(err, Error::Unsupported(message) if message.contains("parts")),
+        )?;
     }
     // 512 × 8192 output: 256 tiles of 128 rows, cut in 8: more parts than the workspace holds.
     let wide = DeviceArray::<bf16>::uninitialized(8192 * 64)?;
     let mut wide_out = DeviceArray::<bf16>::uninitialized(512 * 8192)?;
     let args = GemmQArgs {
-        x: big.view(),
         w: wide.view(),
         tile_rows: Some(GemmRows::Rows128),
         split: Some(GemmSplit { whole_tiles: 0, parts: 8 }),
         workspace: Some(&mut workspace),
-        ..q_args(&big, &mut wide_out, 1, 0, None)
+        ..q_args(big.view(), wide_out.view_mut(), 1, 0, None)
     };
-    match engine.gemm_q(args, 512, 8192, 64, stream) {
-        Err(Error::InvalidShape(message)) => ensure!(message.contains("workspace holds"), "{message}"),
-        other => bail!("a split larger than the workspace must be rejected, got {other:?}"),
-    }
+    expect_error(
+        engine.gemm_q(args, 512, 8192, 64, stream),
+        "a split larger than the workspace",
+        |err| matches!(err, Error::InvalidShape(message) if message.contains("workspace holds")),
+    )?;
 
-    match engine.gemm_o(o_args(&big, &mut out, 2, 0, None), 16, 64, 192, stream) {
-        Err(Error::Unsupported(_)) => {}
-        other => bail!("head_dim 96 must be unsupported for GEMM-O, got {other:?}"),
-    }
-    match engine.gemm_o(o_args(&big, &mut out, 2, 32, Some(&symbols)), 16, 64, 256, stream) {
-        Err(Error::Unsupported(message)) => ensure!(message.contains("token_offset"), "{message}"),
-        other => bail!("a token_offset that no CTA size divides must be unsupported for GEMM-O, got {other:?}"),
-    }
-    let args = GemmOArgs { tile_rows: Some(GemmRows::Rows128), ..o_args(&big, &mut out, 2, 64, Some(&symbols)) };
-    match engine.gemm_o(args, 16, 64, 256, stream) {
-        Err(Error::Unsupported(message)) => ensure!(message.contains("128-row"), "{message}"),
-        other => bail!("forced 128-row CTAs must need a 128-aligned token_offset, got {other:?}"),
-    }
-    let args = GemmOArgs { persistent: Some(true), ..o_args(&big, &mut out, 2, 0, None) };
-    match engine.gemm_o(args, 16, 64, 256, stream) {
-        Err(Error::InvalidShape(message)) => ensure!(message.contains("workspace"), "{message}"),
-        other => bail!("a forced persistent GEMM-O without a workspace must be rejected, got {other:?}"),
-    }
-    let mut workspace = GemmWorkspace::new(&engine)?;
+    let result = engine.gemm_o(o_args(big.view(), out.view_mut(), 2, 0, None), 16, 64, 192, stream);
+    expect_error(result, "GEMM-O with head_dim 96", |err| matches!(err, Error::Unsupported(_)))?;
+    let result = engine.gemm_o(o_args(big.view(), out.view_mut(), 2, 32, Some(&symbols)), 16, 64, 256, stream);
+    expect_error(
+        result,
+        "GEMM-O with a token_offset that no CTA size divides",
+        |err| matches!(err, Error::Unsupported(message) if message.contains("token_offset")),
+    )?;
+    let args =
+        GemmOArgs { tile_rows: Some(GemmRows::Rows128), ..o_args(big.view(), out.view_mut(), 2, 64, Some(&symbols)) };
+    expect_error(
+        engine.gemm_o(args, 16, 64, 256, stream),
+        "forced 128-row CTAs at token_offset 64",
+        |err| matches!(err, Error::Unsupported(message) if message.contains("128-row")),
+    )?;
+    let args = GemmOArgs { persistent: Some(true), ..o_args(big.view(), out.view_mut(), 2, 0, None) };
+    expect_error(
+        engine.gemm_o(args, 16, 64, 256, stream),
+        "a forced persistent GEMM-O without a workspace",
+        |err| matches!(err, Error::InvalidShape(message) if message.contains("workspace")),
+    )?;
     let args = GemmOArgs {
         persistent: Some(true),
         workspace: Some(&mut workspace),
         tile_rows: Some(GemmRows::Rows64),
-        ..o_args(&big, &mut out, 2, 0, None)
+        ..o_args(big.view(), out.view_mut(), 2, 0, None)
     };
-    match engine.gemm_o(args, 16, 64, 256, stream) {
-        Err(Error::Unsupported(message)) => ensure!(message.contains("persistent"), "{message}"),
-        other => bail!("a forced persistent GEMM-O with 64-row CTAs must be unsupported, got {other:?}"),
+    expect_error(
+        engine.gemm_o(args, 16, 64, 256, stream),
+        "a forced persistent GEMM-O with 64-row CTAs",
+        |err| matches!(err, Error::Unsupported(message) if message.contains("persistent")),
+    )?;
+    let result = engine.gemm_o(o_args(big.view(), out.view_mut(), 2, 0, None), 16, 60, 256, stream);
+    expect_error(result, "GEMM-O with n = 60", |err| matches!(err, Error::Misaligned { .. }))?;
+
+    // Symbols for 2 heads, request 0 of 200 query tokens.
+    let result = engine.gemm_o(o_args(big.view(), out.view_mut(), 4, 0, Some(&symbols)), 16, 64, 256, stream);
+    expect_error(
+        result,
+        "GEMM-O with symbols for another head count",
+        |err| matches!(err, Error::InvalidShape(message) if message.contains("heads")),
+    )?;
+    let result = engine.gemm_o(o_args(big.view(), out.view_mut(), 2, 128, Some(&symbols)), 100, 64, 256, stream);
+    expect_error(
+        result,
+        "GEMM-O rows past the symbols' request (tokens 128..228 of 200)",
+        |err| matches!(err, Error::InvalidShape(message) if message.contains("q_len")),
+    )?;
+    Ok(())
+}
+
+/// What is wrong with one buffer argument.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// The view starts one element (2 bytes) into its array: off the 16-byte (4-byte for a
+    /// bias) alignment the launcher requires.
+    Misaligned,
+    /// The view is one element shorter than the shape needs.
+    Short,
+}
+
+impl Fault {
+    /// Whether `err` reports this fault for `buffer`.
+    fn reported_by(self, err: &Error, buffer: &str) -> bool {
+        match (self, err) {
+            (Fault::Misaligned, Error::Misaligned { buffer: named, .. })
+            | (Fault::Short, Error::BufferTooSmall { buffer: named, .. }) => *named == buffer,
+            _ => false,
+        }
     }
-    match engine.gemm_o(o_args(&big, &mut out, 2, 0, None), 16, 60, 256, stream) {
-        Err(Error::Misaligned { .. }) => {}
-        other => bail!("n = 60 must be rejected as misaligned, got {other:?}"),
+}
+
+/// Misaligned and short buffers for both GEMMs in `T`, each of which must be rejected with
+/// the error naming it: GEMM-Q 16 × 128 × 64 over one head, GEMM-O 16 × 64 × 256 over two
+/// heads of 128 (both modes).
+fn check_buffer_errors<T: Element>(engine: &Engine) -> Result<()> {
+    const LEN: usize = 1 << 16;
+    let stream = engine.stream();
+    let big = DeviceArray::<T>::uninitialized(LEN)?;
+    let mut out = DeviceArray::<T>::uninitialized(LEN)?;
+    let (good, shifted) = (big.view(), subview(&big, 1, LEN - 1));
+    let short = |len: usize| subview(&big, 0, len - 1);
+    let whole = (0, LEN);
+
+    let (m, n, k) = (16, 128, 64);
+    // (buffer, fault, x, w, bias, output elements (start, len))
+    let q_cases = [
+        ("x", Fault::Misaligned, shifted, good, None, whole),
+        ("w", Fault::Misaligned, good, shifted, None, whole),
+        ("out", Fault::Misaligned, good, good, None, (1, LEN - 1)),
+        ("bias", Fault::Misaligned, good, good, Some(shifted), whole),
+        ("w", Fault::Short, good, short(128 * 64), None, whole),
+        ("out", Fault::Short, good, good, None, (0, 16 * 128 - 1)),
+        ("bias", Fault::Short, good, good, Some(short(128)), whole),
+    ];
+    for (buffer, fault, x, w, bias, (start, len)) in q_cases {
+        let args = GemmQArgs { x, w, bias, ..q_args(good, subview_mut(&mut out, start, len), 1, 0, None) };
+        let what = format!("{} GEMM-Q with a {fault:?} {buffer}", T::NAME);
+        expect_error(engine.gemm_q(args, m, n, k, stream), &what, |err| fault.reported_by(err, buffer))?;
     }
-    let short_cache = DeviceArray::<bf16>::uninitialized(16 * 64 - 1)?;
-    let args = GemmOArgs { bias_or_cache: Some(short_cache.view()), ..o_args(&big, &mut out, 2, 0, None) };
-    match engine.gemm_o(args, 16, 64, 256, stream) {
-        Err(Error::BufferTooSmall { buffer: "bias_or_cache", .. }) => {}
-        other => bail!("a short C must be rejected, got {other:?}"),
+
+    let (m, n, k) = (16, 64, 256);
+    // (buffer, fault, mode, a, w, bias_or_cache, output elements (start, len))
+    let o_cases = [
+        ("a", Fault::Misaligned, GemmOMode::Active, shifted, good, None, whole),
+        ("w", Fault::Misaligned, GemmOMode::Active, good, shifted, None, whole),
+        ("out", Fault::Misaligned, GemmOMode::Active, good, good, None, (1, LEN - 1)),
+        ("bias_or_cache", Fault::Misaligned, GemmOMode::Active, good, good, Some(shifted), whole),
+        ("bias_or_cache", Fault::Misaligned, GemmOMode::Cache, good, good, Some(shifted), whole),
+        ("a", Fault::Short, GemmOMode::Active, short(16 * 256), good, None, whole),
+        ("w", Fault::Short, GemmOMode::Cache, good, short(64 * 256), None, whole),
+        ("out", Fault::Short, GemmOMode::Cache, good, good, None, (0, 16 * 64 - 1)),
+        ("bias_or_cache", Fault::Short, GemmOMode::Active, good, good, Some(short(16 * 64)), whole),
+        ("bias_or_cache", Fault::Short, GemmOMode::Cache, good, good, Some(short(64)), whole),
+    ];
+    for (buffer, fault, mode, a, w, bias_or_cache, (start, len)) in o_cases {
+        let out = subview_mut(&mut out, start, len);
+        let args = GemmOArgs { a, w, bias_or_cache, mode, ..o_args(good, out, 2, 0, None) };
+        let what = format!("{} GEMM-O in {mode:?} mode with a {fault:?} {buffer}", T::NAME);
+        expect_error(engine.gemm_o(args, m, n, k, stream), &what, |err| fault.reported_by(err, buffer))?;
     }
     Ok(())
+}
+
+#[test]
+fn gemm_misaligned_and_short_buffers_are_rejected() -> Result<()> {
+    let Some(engine) = engine_or_skip("gemm_misaligned_and_short_buffers_are_rejected") else { return Ok(()) };
+    check_buffer_errors::<bf16>(&engine)?;
+    check_buffer_errors::<f16>(&engine)
+}
+
+/// An empty reduction (k = 0) is an invalid shape for both GEMMs, not a launch that writes the
+/// bias alone.
+#[test]
+fn gemm_empty_reductions_are_rejected() -> Result<()> {
+    let Some(engine) = engine_or_skip("gemm_empty_reductions_are_rejected") else { return Ok(()) };
+    let stream = engine.stream();
+    let big = DeviceArray::<bf16>::uninitialized(1 << 16)?;
+    let mut out = DeviceArray::<bf16>::uninitialized(1 << 16)?;
+    let result = engine.gemm_q(q_args(big.view(), out.view_mut(), 1, 0, None), 16, 128, 0, stream);
+    expect_error(result, "GEMM-Q with k = 0", |err| matches!(err, Error::InvalidShape(_)))?;
+    let result = engine.gemm_o(o_args(big.view(), out.view_mut(), 1, 0, None), 16, 64, 0, stream);
+    expect_error(result, "GEMM-O with k = 0", |err| matches!(err, Error::InvalidShape(_)))
+}
+
+/// GEMM-Q and GEMM-O over m = 0 rows in `T` (empty `x`/`a`, `C` and output), dense and with
+/// symbols; GEMM-Q with a split-K workspace, GEMM-O in both modes on the per-tile kernels and,
+/// on `sm_90a`, the persistent one: each call returns `Ok` and writes nothing (the guards
+/// around the empty output stay poisoned).
+fn check_zero_rows<T: Element>(engine: &Engine) -> Result<()> {
+    let stream = engine.stream();
+    let (n, k) = (128, 256);
+    let empty = DeviceArray::<T>::uninitialized(0)?;
+    let weight = DeviceArray::<T>::uninitialized(n * k)?;
+    let bias = DeviceArray::<T>::uninitialized(n)?;
+    let symbols = two_head_symbols()?;
+    let mut workspace = GemmWorkspace::new(engine)?;
+    let context = |what: &str| format!("{} {what} with m = 0", T::NAME);
+    for symbols in [None, Some(&symbols)] {
+        let mut out = GuardedOutput::<T>::new(0, n)?;
+        let args = GemmQArgs {
+            x: empty.view(),
+            w: weight.view(),
+            bias: Some(bias.view()),
+            out: out.view_mut(),
+            token_offset: 0,
+            heads: 2,
+            symbols,
+            tile_rows: None,
+            workspace: Some(&mut workspace),
+            split: None,
+        };
+        engine.gemm_q(args, 0, n as u32, k as u32, stream).with_context(|| context("GEMM-Q"))?;
+        let kernels: &[bool] = if engine.arch() == Arch::Sm90a { &[false, true] } else { &[false] };
+        let modes = [(GemmOMode::Cache, bias.view()), (GemmOMode::Active, empty.view())];
+        for &persistent in kernels {
+            for (mode, addend) in modes {
+                let args = GemmOArgs {
+                    a: empty.view(),
+                    w: weight.view(),
+                    bias_or_cache: Some(addend),
+                    out: out.view_mut(),
+                    mode,
+                    token_offset: 0,
+                    heads: 2,
+                    symbols,
+                    tile_rows: None,
+                    workspace: persistent.then_some(&mut workspace),
+                    persistent: Some(persistent),
+                };
+                let what = format!("GEMM-O in {mode:?} mode (persistent: {persistent})");
+                engine.gemm_o(args, 0, n as u32, k as u32, stream).with_context(|| context(&what))?;
+            }
+        }
+        engine.synchronize()?;
+        let got = out.to_host().with_context(|| context("the GEMMs"))?;
+        ensure!(got.is_empty(), "an output of m = 0 rows has no elements");
+    }
+    Ok(())
+}
+
+/// m = 0 is a successful no-op for both GEMMs on every kernel module (no empty grid reaches the
+/// driver).
+#[test]
+fn gemm_with_zero_rows_writes_nothing() -> Result<()> {
+    for_each_engine("gemm_with_zero_rows_writes_nothing", |engine| {
+        check_zero_rows::<bf16>(engine)?;
+        check_zero_rows::<f16>(engine)
+    })
+}
+
+/// An array whose byte count overflows `usize` is an invalid shape, not an arithmetic panic.
+#[test]
+fn oversized_device_arrays_are_rejected() -> Result<()> {
+    // The allocation fails before reaching the driver; an engine makes a context current anyway.
+    let Some(_engine) = engine_or_skip("oversized_device_arrays_are_rejected") else { return Ok(()) };
+    let result = DeviceArray::<bf16>::uninitialized(usize::MAX / 2 + 1);
+    expect_error(result, "an array of 2^63 bf16 elements", |err| matches!(err, Error::InvalidShape(_)))
 }
