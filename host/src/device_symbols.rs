@@ -98,6 +98,11 @@ impl DeviceSymbols {
     /// Launches already enqueued may still read the old bits and work list, on any stream, so
     /// this first waits for all work of the current context (`cuCtxSynchronize`). Symbol
     /// updates happen once per update step, where that wait costs little.
+    ///
+    /// # Errors
+    /// A geometry mismatch is reported before anything changes. A driver error part-way (out
+    /// of memory for the new work list is checked before the bits are overwritten) may leave
+    /// the bits partly replaced: update again before launching with these symbols.
     pub fn update(&mut self, view: &SymbolsView<'_>) -> Result<()> {
         let geometry = view.geometry();
         if geometry.heads() != self.heads
@@ -110,9 +115,10 @@ impl DeviceSymbols {
             ));
         }
         cust::context::CurrentContext::synchronize().during("waiting for launches that read the old symbols")?;
+        let attention_work = upload_attention_work(view)?;
         self.caching.upload(view.caching())?;
         self.skip.upload(view.skip())?;
-        self.attention_work = upload_attention_work(view)?;
+        self.attention_work = attention_work;
         self.caching_host = request0_caching(view);
         self.gemm_q_tiles.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
         Ok(())

@@ -59,13 +59,15 @@ impl<'a> SymbolGeometry<'a> {
         for (request, r) in requests.iter().enumerate() {
             let nq = u64::from(blocks(r.q_len, block_q));
             let nk = u64::from(blocks(r.kv_len, block_kv));
+            // Both products fit in u64 (u32 · u32, then ≤ 2³² · u32 once `c_bits` passed its
+            // check below, which runs first).
             let c_bits = nq * u64::from(heads);
-            let s_bits = c_bits * nk;
             c_total += c_bits.div_ceil(8);
-            s_total += s_bits.div_ceil(8);
             if c_bits > u64::from(u32::MAX) || c_total > u64::from(u32::MAX) {
                 return Err(SymbolError::TooLarge { symbol: SymbolKind::Caching, request });
             }
+            let s_bits = c_bits * nk;
+            s_total += s_bits.div_ceil(8);
             if s_bits > u64::from(u32::MAX) || s_total > u64::from(u32::MAX) {
                 return Err(SymbolError::TooLarge { symbol: SymbolKind::Skip, request });
             }
@@ -271,6 +273,12 @@ mod tests {
         let r = [RequestShape::new(u32::MAX, 0)];
         assert_eq!(
             SymbolGeometry::new(2, 1, 1, &r),
+            Err(SymbolError::TooLarge { symbol: SymbolKind::Caching, request: 0 })
+        );
+        // S_c far too large: its bit count is rejected before the S_s product (2⁶⁸) is formed.
+        let r = [RequestShape::new(1 << 24, u32::MAX)];
+        assert_eq!(
+            SymbolGeometry::new(1 << 16, 1, 1, &r),
             Err(SymbolError::TooLarge { symbol: SymbolKind::Caching, request: 0 })
         );
         // Each request fits but the total byte count does not.

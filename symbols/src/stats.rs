@@ -25,7 +25,7 @@ impl DensityStats {
     /// Rows with S_c = 0 (cached).
     #[must_use]
     pub const fn cached_rows(&self) -> u64 {
-        self.rows - self.computed_rows
+        self.rows.saturating_sub(self.computed_rows)
     }
 
     /// Fraction of S_c bits that are 0 (cached rows); 0 when there are no rows.
@@ -58,4 +58,17 @@ impl DensityStats {
 #[allow(clippy::cast_precision_loss)] // counts are far below 2^53
 fn ratio(num: u64, den: u64, empty: f64) -> f64 {
     if den == 0 { empty } else { num as f64 / den as f64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inconsistent_counts_do_not_underflow() {
+        // The fields are public, so a caller can build counts no symbol set has.
+        let stats = DensityStats { rows: 0, computed_rows: 1, ..DensityStats::default() };
+        assert_eq!(stats.cached_rows(), 0);
+        assert_eq!(stats.caching_ratio(), 0.0);
+    }
 }

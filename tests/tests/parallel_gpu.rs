@@ -8,6 +8,10 @@
 //!   (`site-packages/nvidia/nccl/lib`). If none loads the test is skipped with a message. It
 //!   fails instead only when `FLASHOMNI_REQUIRE_GPU=1` **and** `FLASHOMNI_NCCL_LIB` is set:
 //!   an explicit path that does not load is a setup error.
+//! * Every test that loads NCCL (the loader tests too) needs `NCCL_NVLS_ENABLE` set
+//!   beforehand (`cargo xtask test` and `run-tests.sh` set it to 0): loading sets it
+//!   otherwise, and changing the environment would race with the other test threads. Skipped
+//!   with a message without it (a failure under `FLASHOMNI_REQUIRE_GPU=1`).
 //! * The multi-rank test needs at least 2 GPUs (one thread and one engine per rank) and is
 //!   skipped with a message on fewer.
 
@@ -41,10 +45,37 @@ fn python_nccl_dir() -> Option<PathBuf> {
     (!dir.is_empty()).then(|| PathBuf::from(dir))
 }
 
+/// Whether `NCCL_NVLS_ENABLE` is set, so that loading NCCL writes no environment (which would
+/// race with the other test threads); otherwise `false` after printing why `test` is skipped
+/// (a failure under `FLASHOMNI_REQUIRE_GPU=1`). `cargo xtask test` and the bundle's
+/// `run-tests.sh` set it.
+fn nvls_preset_or_skip(test: &str) -> bool {
+    if std::env::var_os(NVLS_ENV).is_some() {
+        return true;
+    }
+    let why = format!("{NVLS_ENV} is not set; set it (to 0) before running the tests");
+    if gpu_required() {
+        panic!("{test}: {why}");
+    }
+    report_skip(test, &why);
+    false
+}
+
+/// Opens NCCL at `path` (see [`Nccl::load_from`]) once [`nvls_preset_or_skip`] passed.
+fn load_from(path: impl AsRef<std::ffi::OsStr>) -> flashomni::Result<Arc<Nccl>> {
+    // SAFETY: NCCL_NVLS_ENABLE is set (the callers checked), so loading changes no environment;
+    // the tests pass NCCL's paths or libraries that are harmless to load (libc, a missing file).
+    unsafe { Nccl::load_from(path) }
+}
+
 /// NCCL, or `None` after printing why `test` is skipped (see the module docs for the rule).
 fn nccl_or_skip(test: &str) -> Option<Arc<Nccl>> {
+    if !nvls_preset_or_skip(test) {
+        return None;
+    }
     let explicit = std::env::var_os(LIBRARY_ENV).is_some_and(|value| !value.is_empty());
-    let err = match Nccl::load() {
+    // SAFETY: as in `load_from`; FLASHOMNI_NCCL_LIB or the loader's search path names NCCL.
+    let err = match unsafe { Nccl::load() } {
         Ok(nccl) => return Some(nccl),
         Err(err) => err,
     };
@@ -56,7 +87,7 @@ fn nccl_or_skip(test: &str) -> Option<Arc<Nccl>> {
         return None;
     }
     if let Some(dir) = python_nccl_dir() {
-        match Nccl::load_from(&dir) {
+        match load_from(&dir) {
             Ok(nccl) => {
                 eprintln!("{test}: using NCCL from {}", nccl.path());
                 return Some(nccl);
@@ -220,7 +251,6 @@ fn single_rank_matches_plain_attention_bitwise() -> Result<()> {
     let id = nccl.unique_id()?;
     let mut comm = Communicator::init_rank(&nccl, &engine, &id, 1, 0)?;
     ensure!(comm.ranks() == 1 && comm.rank() == 0, "communicator shape");
-    ensure!(std::env::var_os(NVLS_ENV).is_some(), "{NVLS_ENV} must be set once NCCL is loaded");
     for case in single_rank_cases() {
         comm = single_rank_case::<bf16>(&engine, comm, &case)?;
         comm = single_rank_case::<f16>(&engine, comm, &case)?;
@@ -356,8 +386,11 @@ fn ranks_match_single_gpu() -> Result<()> {
 
 #[test]
 fn missing_library_is_reported() {
+    if !nvls_preset_or_skip("missing_library_is_reported") {
+        return;
+    }
     let path = std::env::temp_dir().join("flashomni-no-such-dir/libnccl.so.2");
-    match Nccl::load_from(&path) {
+    match load_from(&path) {
         Err(Error::NcclUnavailable(message)) => {
             assert!(message.contains("flashomni-no-such-dir"), "{message}");
         }
@@ -366,17 +399,19 @@ fn missing_library_is_reported() {
     }
     // A folder is searched for libnccl.so.2.
     let dir = std::env::temp_dir();
-    match Nccl::load_from(&dir) {
+    match load_from(&dir) {
         Err(Error::NcclUnavailable(message)) => assert!(message.contains("libnccl.so.2"), "{message}"),
         Err(other) => panic!("expected NcclUnavailable, got {other:?}"),
         Ok(_) => eprintln!("note: {} holds a libnccl.so.2", dir.display()),
     }
-    assert!(std::env::var_os(NVLS_ENV).is_some(), "{NVLS_ENV} must be set by the loader");
 }
 
 #[test]
 fn library_without_nccl_is_reported() {
-    match Nccl::load_from("libc.so.6") {
+    if !nvls_preset_or_skip("library_without_nccl_is_reported") {
+        return;
+    }
+    match load_from("libc.so.6") {
         Err(Error::NcclUnavailable(message)) => assert!(message.contains("ncclGetUniqueId"), "{message}"),
         Err(other) => panic!("expected NcclUnavailable, got {other:?}"),
         Ok(_) => panic!("libc is not NCCL"),
@@ -393,5 +428,4 @@ fn nccl_loads_and_creates_unique_ids() {
     let b = nccl.unique_id().unwrap_or_else(|err| panic!("{NAME}: {err}"));
     assert_ne!(a, b, "two unique ids must differ");
     assert_eq!(UniqueId::from_bytes(*a.as_bytes()), a);
-    assert!(std::env::var_os(NVLS_ENV).is_some(), "{NVLS_ENV} must be set once NCCL is loaded");
 }

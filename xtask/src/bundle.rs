@@ -22,6 +22,8 @@ const RUN_TESTS: &str = r#"#!/usr/bin/env bash
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 export FLASHOMNI_REQUIRE_GPU=1
+# NCCL must not use NVLink multicast; the tests need the variable set before they start.
+export NCCL_NVLS_ENABLE="${NCCL_NVLS_ENABLE:-0}"
 passed=0; failed=0; failed_binaries=()
 for test in "$here"/tests/*; do
   name="$(basename "$test")"

@@ -16,9 +16,15 @@ pub fn workspace_root() -> PathBuf {
 /// Where the system has no CUDA driver library, test binaries (which link `libcuda.so.1`)
 /// get the link-time stub from `tools/setup.sh` on their library path, so they start and
 /// report "no GPU" cleanly instead of failing to load. A real driver is never shadowed.
+/// `NCCL_NVLS_ENABLE` is set to 0 unless the caller set it: NCCL must not use NVLink
+/// multicast, and the test binaries need it set before they start (see
+/// `tests/tests/parallel_gpu.rs`).
 pub fn command(args: &[&str]) -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(workspace_root()).args(args);
+    if std::env::var_os("NCCL_NVLS_ENABLE").is_none() {
+        command.env("NCCL_NVLS_ENABLE", "0");
+    }
     let stub = workspace_root().join(".tools/cuda/lib64");
     if !system_has_libcuda() && stub.exists() {
         let mut path = std::ffi::OsString::from(&stub);

@@ -12,7 +12,11 @@
 //! Python wheel `nvidia-nccl-cu13` ships it in `site-packages/nvidia/nccl/lib`.
 //!
 //! Loading also sets `NCCL_NVLS_ENABLE=0` in the process environment unless the variable is
-//! already set: NVLink multicast (NVLS) must stay off on the machines we run on.
+//! already set: NVLink multicast (NVLS) must stay off on the machines we run on, and the
+//! grouped send/receive transfers used here gain nothing from it. Changing the environment
+//! races with other threads that read it, and a library that merely exports NCCL's names could
+//! have other signatures, so the loaders are `unsafe`: set the variable before the program
+//! starts threads (or in its environment), and point them at NCCL.
 //!
 //! All-to-all is expressed as grouped point-to-point transfers
 //! ([`Communicator::all_to_all`]): inside one `ncclGroupStart`/`ncclGroupEnd`, every rank
@@ -143,9 +147,8 @@ fn disable_nvls() {
     ONCE.call_once(|| {
         if std::env::var_os(NVLS_ENV).is_none() {
             // SAFETY: changing the environment races with code that reads it without Rust's
-            // lock (C `getenv`) on other threads. This runs once, before NCCL (the only reader
-            // we know of) is loaded by this crate; `Nccl::load` documents that it should be
-            // called before the program starts other threads that read the environment.
+            // lock (C `getenv`) on other threads; the loaders' callers guarantee that no other
+            // thread reads or writes the environment while they run unless it is set already.
             unsafe { std::env::set_var(NVLS_ENV, "0") };
         }
     });
@@ -167,15 +170,20 @@ impl Nccl {
     /// Opens the library named by `FLASHOMNI_NCCL_LIB` ([`LIBRARY_ENV`]) if set and not
     /// empty, else `libnccl.so.2` from the dynamic loader's search path.
     ///
-    /// Sets `NCCL_NVLS_ENABLE=0` unless already set (see the [module docs](self)); call it
-    /// early, before starting threads that read the environment.
+    /// Sets `NCCL_NVLS_ENABLE=0` unless already set (see the [module docs](self)).
     ///
     /// # Errors
     /// [`Error::NcclUnavailable`] when the library cannot be opened or lacks a function.
-    pub fn load() -> Result<Arc<Self>> {
-        match std::env::var_os(LIBRARY_ENV) {
-            Some(path) if !path.is_empty() => Self::load_from(path),
-            _ => Self::load_from(LIBRARY_NAME),
+    ///
+    /// # Safety
+    /// As for [`Self::load_from`].
+    pub unsafe fn load() -> Result<Arc<Self>> {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match std::env::var_os(LIBRARY_ENV) {
+                Some(path) if !path.is_empty() => Self::load_from(path),
+                _ => Self::load_from(LIBRARY_NAME),
+            }
         }
     }
 
@@ -184,15 +192,25 @@ impl Nccl {
     ///
     /// # Errors
     /// [`Error::NcclUnavailable`] when the library cannot be opened or lacks a function.
-    pub fn load_from(path: impl AsRef<OsStr>) -> Result<Arc<Self>> {
+    ///
+    /// # Safety
+    /// - `path` must name NCCL 2.x, whose functions are called with the signatures of
+    ///   `nccl.h`, or a library that is harmless to load (its initialisers run) and lacks one
+    ///   of those functions (reported as an error; nothing in it is called).
+    /// - Unless `NCCL_NVLS_ENABLE` is already set, no other thread may read or write the
+    ///   process environment while this runs (the CUDA driver and other C code read it without
+    ///   Rust's lock): call it before starting threads, or set the variable beforehand.
+    pub unsafe fn load_from(path: impl AsRef<OsStr>) -> Result<Arc<Self>> {
         let path = Path::new(path.as_ref());
         let path = if path.is_dir() { path.join(LIBRARY_NAME) } else { path.to_path_buf() };
         disable_nvls();
-        // SAFETY: opening a shared library runs its initialisers; NCCL's only set up internal
-        // state. Once it resolves, the library stays open for the rest of the process.
+        // SAFETY: opening a shared library runs its initialisers: NCCL's only set up internal
+        // state, and another library is harmless to load (the caller's contract). Once it
+        // resolves, the library stays open for the rest of the process.
         let library = unsafe { Library::new(path.as_os_str()) }
             .map_err(|err| Error::NcclUnavailable(format!("cannot open {}: {err}", path.display())))?;
-        // SAFETY: a library exporting these names is NCCL, whose signatures `resolve` declares.
+        // SAFETY: a library exporting these names is NCCL (the caller's contract), whose
+        // signatures `resolve` declares.
         let functions = unsafe { Functions::resolve(&library) }?;
         Ok(Arc::new(Self { functions, path: path.display().to_string(), _library: ManuallyDrop::new(library) }))
     }

@@ -416,6 +416,10 @@ impl<T: Element> UlyssesAttention<T> {
         }
         let local = slice_heads(symbols, self.heads.clone())?;
         if self.uploaded.as_ref() != Some(&local) {
+            // Forget what was uploaded first: if the upload fails part-way, the device may hold
+            // a mix of old and new state, and no later call may take it for either.
+            self.source = None;
+            self.uploaded = None;
             match &mut self.symbols {
                 // `update` waits for earlier runs that may still read the old bits.
                 Some(device) => device.update(&local.view())?,
@@ -429,7 +433,8 @@ impl<T: Element> UlyssesAttention<T> {
 
     /// Runs this rank's part of sequence-parallel attention on `stream`, asynchronously: every
     /// rank must call it (a collective), with shards of the same shapes and the same global
-    /// symbols. On return the work is enqueued; the result is in `args.out` once `stream` has
+    /// symbols. Nothing checks that across ranks: ranks that disagree exchange mismatched
+    /// transfers, which corrupts the output or blocks. On return the work is enqueued; the result is in `args.out` once `stream` has
     /// run it.
     ///
     /// # Errors

@@ -123,11 +123,14 @@ impl StageSource {
         let mut panel = 0;
         while panel < OUT_PANELS {
             let first = panel * K_CHUNKS;
+            // A panel with no chunk inside C (n − n0 ≤ 64) may start past C's end, so its
+            // address is formed with wrapping arithmetic; it is then never read.
+            let source = (p.c as *const u8).wrapping_add((corner + first as u64 * 16) as usize);
             // SAFETY: rows below `rows` and chunks below `chunks` lie inside C ([m, n]); the
             // rest is zero-filled, not read.
             unsafe {
                 out_panel::<MT>(staging, panel).load_async_clipped_evict_first::<GEMM_THREADS>(
-                    (p.c as *const u8).add((corner + first as u64 * 16) as usize),
+                    source,
                     row_bytes,
                     rows,
                     chunks.saturating_sub(first).min(K_CHUNKS),

@@ -73,7 +73,10 @@ fn time_rank(
 /// Runs every case: plain attention on device 0, then one thread per GPU (all visible
 /// devices, at most 8) running the sequence-parallel path together.
 pub fn run(engine: &Engine, options: &Options) -> Result<Vec<ParallelRow>> {
-    let nccl = Nccl::load().context("the parallel benchmark needs NCCL (set FLASHOMNI_NCCL_LIB)")?;
+    // SAFETY: `main` set NCCL_NVLS_ENABLE before anything else ran, so loading changes no
+    // environment; FLASHOMNI_NCCL_LIB (or the loader's search path) names NCCL, as the
+    // benchmark's documentation asks.
+    let nccl = unsafe { Nccl::load() }.context("the parallel benchmark needs NCCL (set FLASHOMNI_NCCL_LIB)")?;
     let ranks = Device::num_devices().context("counting devices")?.clamp(1, 8);
     let mut rng = seeded_rng(0x5e9);
     let mut rows = Vec::new();
