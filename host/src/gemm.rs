@@ -264,9 +264,8 @@ struct Buffer {
 }
 
 /// Checks what both GEMMs need: a reduction of whole 16-byte chunks (`k ≥ 8`), rows of whole
-/// 16-byte chunks; `a` (`[m, k]`), `w` (`[n, k]`)
-/// and `out` (`[m, n]`) large enough and 16-byte aligned; a grid of `rows`-row tiles that fits.
-/// Returns the grid.
+/// 16-byte chunks; `a` (`[m, k]`), `w` (`[n, k]`) and `out` (`[m, n]`) large enough and
+/// 16-byte aligned; a grid of `rows`-row tiles that fits. Returns the grid.
 fn check_common(a: Buffer, w: Buffer, out: Buffer, m: u32, n: u32, k: u32, rows: GemmRows) -> Result<(u32, u32, u32)> {
     if k == 0 {
         return Err(Error::InvalidShape("k = 0: the reduction must have at least 8 elements".into()));

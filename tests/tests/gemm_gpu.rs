@@ -522,16 +522,24 @@ fn run_both_types<C: GemmCase>(
     run_launches::<f16, C>(engine, case, launches, workspace)
 }
 
-/// Runs the cases `draw` makes from seeds 0 to 15, in both element types, on every engine.
-fn check_fixed_seeds<C: GemmCase>(test: &str, draw: fn(u64) -> (C, C::Launch)) -> Result<()> {
+/// Runs each case with each of its launches, in both element types, on every engine. The
+/// launches on one engine share a workspace: every launch must leave its counters at zero.
+fn check_cases<C: GemmCase>(test: &str, runs: &[(C, Vec<C::Launch>)]) -> Result<()> {
     for_each_engine(test, |engine| {
         let mut workspace = GemmWorkspace::new(engine)?;
-        for seed in 0..16 {
-            let (case, launch) = draw(seed);
-            run_both_types(engine, &case, &[launch], &mut workspace)?;
-        }
-        Ok(())
+        runs.iter().try_for_each(|(case, launches)| run_both_types(engine, case, launches, &mut workspace))
     })
+}
+
+/// Each of `cases` with all of `launches`, for [`check_cases`].
+fn with_launches<C: GemmCase>(cases: impl IntoIterator<Item = C>, launches: &[C::Launch]) -> Vec<(C, Vec<C::Launch>)> {
+    cases.into_iter().map(|case| (case, launches.to_vec())).collect()
+}
+
+/// Runs the cases `draw` makes from seeds 0 to 15, in both element types, on every engine.
+fn check_fixed_seeds<C: GemmCase>(test: &str, draw: fn(u64) -> (C, C::Launch)) -> Result<()> {
+    let runs: Vec<_> = (0..16).map(draw).map(|(case, launch)| (case, vec![launch])).collect();
+    check_cases(test, &runs)
 }
 
 /// Runs the cases `draw` makes from 16 fresh seeds (proptest), in both element types, on
@@ -570,52 +578,49 @@ fn gemm_o_matches_reference_on_fresh_seeds() {
 
 #[test]
 fn gemm_q_mixed_tiles_write_only_computed_pairs() -> Result<()> {
-    for_each_engine("gemm_q_mixed_tiles_write_only_computed_pairs", |engine| {
-        let mut workspace = GemmWorkspace::new(engine)?;
-        // head_dim 64: every 128-column tile spans two heads; token_offset 64: every 128-row tile
-        // spans two query blocks, so many tiles have both computed and cached pairs.
-        let split = SplitChoice::Forced(GemmSplit { whole_tiles: 2, parts: 3 });
-        let launches = QLaunch::each_rows(&[SplitChoice::Off, split]);
-        for (seed, ratio) in [(1, Some(0.5)), (2, Some(0.75)), (3, Some(0.25))] {
-            let case = QCase { seed, m: 333, k: 200, layout: HeadLayout::with_bias(6, 64, 64, ratio) };
-            run_both_types(engine, &case, &launches, &mut workspace)?;
-        }
-        Ok(())
-    })
+    // head_dim 64: every 128-column tile spans two heads; token_offset 64: every 128-row tile
+    // spans two query blocks, so many tiles have both computed and cached pairs.
+    let split = SplitChoice::Forced(GemmSplit { whole_tiles: 2, parts: 3 });
+    let launches = QLaunch::each_rows(&[SplitChoice::Off, split]);
+    let cases = [(1, Some(0.5)), (2, Some(0.75)), (3, Some(0.25))].map(|(seed, ratio)| QCase {
+        seed,
+        m: 333,
+        k: 200,
+        layout: HeadLayout::with_bias(6, 64, 64, ratio),
+    });
+    check_cases("gemm_q_mixed_tiles_write_only_computed_pairs", &with_launches(cases, &launches))
 }
 
 #[test]
 fn gemm_q_split_reductions_match_reference() -> Result<()> {
-    for_each_engine("gemm_q_split_reductions_match_reference", |engine| {
-        // One workspace for every launch: each split launch must leave its counters at zero.
-        let mut workspace = GemmWorkspace::new(engine)?;
-        // 3 × 3 tiles of 128 rows (5 × 3 of 64); k = 200 is 4 k-tiles, so 5 or more parts
-        // leave parts without a k-tile, and k = 1016 ends in a partial k-tile.
-        let splits: Vec<SplitChoice> =
-            (1..=8).map(|parts| SplitChoice::Forced(GemmSplit { whole_tiles: parts % 3, parts })).collect();
-        let launches = QLaunch::each_rows(&splits);
-        for (seed, k, ratio) in [(11, 200, None), (12, 1016, Some(0.5)), (13, 1016, None)] {
-            let case = QCase { seed, m: 300, k, layout: HeadLayout::with_bias(3, 128, 64, ratio) };
-            run_both_types(engine, &case, &launches, &mut workspace)?;
-        }
-        Ok(())
-    })
+    // 3 × 3 tiles of 128 rows (5 × 3 of 64); k = 200 is 4 k-tiles, so 5 or more parts leave
+    // parts without a k-tile, and k = 1016 ends in a partial k-tile. Every launch on an engine
+    // shares one workspace, so each split launch must leave its counters at zero.
+    let splits: Vec<SplitChoice> =
+        (1..=8).map(|parts| SplitChoice::Forced(GemmSplit { whole_tiles: parts % 3, parts })).collect();
+    let launches = QLaunch::each_rows(&splits);
+    let cases = [(11, 200, None), (12, 1016, Some(0.5)), (13, 1016, None)].map(|(seed, k, ratio)| QCase {
+        seed,
+        m: 300,
+        k,
+        layout: HeadLayout::with_bias(3, 128, 64, ratio),
+    });
+    check_cases("gemm_q_split_reductions_match_reference", &with_launches(cases, &launches))
 }
 
 /// Dense GEMM-Q (no symbols) and reductions shorter than one 64-deep k-tile (K = 8, 24, 56),
 /// with and without a split that leaves parts without a k-tile.
 #[test]
 fn gemm_q_dense_and_short_reductions_match_reference() -> Result<()> {
-    for_each_engine("gemm_q_dense_and_short_reductions_match_reference", |engine| {
-        let mut workspace = GemmWorkspace::new(engine)?;
-        let split = SplitChoice::Forced(GemmSplit { whole_tiles: 1, parts: 3 });
-        let launches = QLaunch::each_rows(&[SplitChoice::Off, SplitChoice::Auto, split]);
-        for (seed, k, ratio) in [(21, 8, None), (22, 24, Some(0.5)), (23, 56, None), (24, 320, None)] {
-            let case = QCase { seed, m: 200, k, layout: HeadLayout::with_bias(3, 64, 64, ratio) };
-            run_both_types(engine, &case, &launches, &mut workspace)?;
-        }
-        Ok(())
-    })
+    let split = SplitChoice::Forced(GemmSplit { whole_tiles: 1, parts: 3 });
+    let launches = QLaunch::each_rows(&[SplitChoice::Off, SplitChoice::Auto, split]);
+    let cases = [(21, 8, None), (22, 24, Some(0.5)), (23, 56, None), (24, 320, None)].map(|(seed, k, ratio)| QCase {
+        seed,
+        m: 200,
+        k,
+        layout: HeadLayout::with_bias(3, 64, 64, ratio),
+    });
+    check_cases("gemm_q_dense_and_short_reductions_match_reference", &with_launches(cases, &launches))
 }
 
 /// The model's reduction length, K = 3072: GEMM-Q over 300 rows (a partial last tile) and two
@@ -706,21 +711,19 @@ fn gemm_larger_shapes() -> Result<()> {
 /// output catch a store there).
 #[test]
 fn gemm_o_ctas_walking_several_tiles() -> Result<()> {
-    for_each_engine("gemm_o_ctas_walking_several_tiles", |engine| {
-        let layout = HeadLayout {
-            heads: 2,
-            head_dim: 128,
-            token_offset: 256,
-            block_q: 128,
-            q_extra: 3,
-            cache_ratio: Some(0.5),
-            with_bias: true,
-        };
-        let o = OCase { seed: 44, m: 1700, n: 2568, layout };
-        let persistent = OLaunch { persistent: true, ..OLaunch::per_tile(Some(GemmRows::Rows128)) };
-        let mut workspace = GemmWorkspace::new(engine)?;
-        run_both_types(engine, &o, &[persistent, OLaunch { cache_first: false, ..persistent }], &mut workspace)
-    })
+    let layout = HeadLayout {
+        heads: 2,
+        head_dim: 128,
+        token_offset: 256,
+        block_q: 128,
+        q_extra: 3,
+        cache_ratio: Some(0.5),
+        with_bias: true,
+    };
+    let o = OCase { seed: 44, m: 1700, n: 2568, layout };
+    let persistent = OLaunch { persistent: true, ..OLaunch::per_tile(Some(GemmRows::Rows128)) };
+    let launches = [persistent, OLaunch { cache_first: false, ..persistent }];
+    check_cases("gemm_o_ctas_walking_several_tiles", &with_launches([o], &launches))
 }
 
 #[test]

@@ -141,14 +141,19 @@ impl Functions {
     }
 }
 
-/// Sets `NCCL_NVLS_ENABLE=0` once, unless the variable is already set.
-fn disable_nvls() {
+/// Sets `NCCL_NVLS_ENABLE=0` ([`NVLS_ENV`]) unless the variable is already set (the loaders
+/// call it; a program may call it first thing in `main`, so that loading writes nothing).
+///
+/// # Safety
+/// Unless the variable is already set, no other thread may read or write the process
+/// environment while this runs (the CUDA driver and other C code read it without Rust's lock).
+pub unsafe fn disable_nvls() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var_os(NVLS_ENV).is_none() {
             // SAFETY: changing the environment races with code that reads it without Rust's
-            // lock (C `getenv`) on other threads; the loaders' callers guarantee that no other
-            // thread reads or writes the environment while they run unless it is set already.
+            // lock (C `getenv`) on other threads; the caller guarantees that no other thread
+            // reads or writes the environment now, since the variable is not set.
             unsafe { std::env::set_var(NVLS_ENV, "0") };
         }
     });
@@ -203,7 +208,8 @@ impl Nccl {
     pub unsafe fn load_from(path: impl AsRef<OsStr>) -> Result<Arc<Self>> {
         let path = Path::new(path.as_ref());
         let path = if path.is_dir() { path.join(LIBRARY_NAME) } else { path.to_path_buf() };
-        disable_nvls();
+        // SAFETY: the caller's contract covers writing the environment.
+        unsafe { disable_nvls() };
         // SAFETY: opening a shared library runs its initialisers: NCCL's only set up internal
         // state, and another library is harmless to load (the caller's contract). Once it
         // resolves, the library stays open for the rest of the process.

@@ -19,7 +19,7 @@ mod report;
 mod timing;
 
 use anyhow::{Context, Result, bail};
-use flashomni::parallel::nccl::NVLS_ENV;
+use flashomni::parallel::nccl::disable_nvls;
 use flashomni::{Arch, Engine};
 
 /// Parsed command line.
@@ -99,12 +99,10 @@ fn parse_options() -> Result<Options> {
 }
 
 fn main() -> Result<()> {
-    if std::env::var_os(NVLS_ENV).is_none() {
-        // SAFETY: nothing else runs yet (no thread started, no CUDA call made), so nothing can
-        // read the environment while it changes. NCCL (`parallel`) must not use NVLink
-        // multicast here; `Nccl::load` relies on the variable being set.
-        unsafe { std::env::set_var(NVLS_ENV, "0") };
-    }
+    // SAFETY: nothing else runs yet (no thread started, no CUDA call made), so nothing can
+    // read the environment while it changes. NCCL (`parallel`) must not use NVLink multicast;
+    // `Nccl::load` relies on the variable being set by now.
+    unsafe { disable_nvls() };
     let options = parse_options()?;
     let engine = match options.module {
         Some(arch) => Engine::with_arch(0, arch),
