@@ -14,9 +14,10 @@ timeout 240 ./run-tests.sh > "$out/tests.log" 2>&1
 grep -E "FAILED|panicked|^SKIPPED" "$out/tests.log" | head -8
 tail -1 "$out/tests.log"
 echo "=== compute-sanitizer"
-for case in "attention_gpu rows_with_every" "attention_gpu full_sizes" "gemm_gpu gemm_q_mixed" "gemm_gpu gemm_larger" "parallel_gpu single_rank_matches"; do
+for case in "attention_gpu rows_with_every" "attention_gpu full_sizes" "gemm_gpu gemm_q_mixed" "gemm_gpu gemm_q_split" \
+            "gemm_gpu gemm_o_ctas_walking" "gemm_gpu gemm_larger" "parallel_gpu single_rank_matches"; do
   set -- $case
-  for tool in memcheck racecheck; do
+  for tool in memcheck racecheck synccheck; do
     extra=(); [[ $tool == memcheck ]] && extra=(--report-api-errors no)
     printf '%-14s %-36s ' "$tool" "$1 $2"
     timeout 150 compute-sanitizer --tool "$tool" "${extra[@]}" "./tests/$1" "$2" 2>&1 | grep -E "ERROR SUMMARY|RACECHECK SUMMARY" | tr -d '\n'

@@ -19,9 +19,16 @@
 //!
 //! Hand-offs are `mbarrier`s only, so neither side waits for the other's unrelated work:
 //! - stage *full*: the producer arms it with the slot's bytes; the copies complete it;
-//! - stage *empty*: one arrival per consumer warp once it stopped reading the slot; the
-//!   producer waits for it before refilling;
+//! - stage *empty*: one arrival per consumer thread once it stopped reading (or, in its
+//!   output slot, writing) the slot; the producer waits for it before refilling;
 //! - queue slot *announced* / *taken*: the same pair for the tile numbers and k-tile counts.
+//!
+//! Every consumer thread arrives itself, rather than one lane per warp after a warp barrier:
+//! an `mbarrier` arrival releases the arriving thread's own accesses, so the hand-off needs no
+//! argument about how far a warp barrier carries the other lanes' accesses, and
+//! `compute-sanitizer --tool racecheck` can follow it (with one arrival per warp it reported
+//! hazards on the queue and the output slots). The extra arrivals cost nothing measurable
+//! (docs/PERF.md, run 91).
 //!
 //! Both sides count ring slots over the whole launch (`ring`): slot `r` uses stage
 //! `r % STAGES` in that stage's fill `r / STAGES`, whose parity names the barrier phase; the
@@ -46,7 +53,7 @@ use crate::device::element::{Bf16, F16};
 use crate::device::params::nonzero;
 use crate::device::ptx::{
     atomic_add_gpu, claim_registers, grid_dim_x, ld_shared_b32, release_registers, shared_base, shfl_idx_u32,
-    st_global_u32, st_shared_b32, sync_threads, sync_warp, thread_index,
+    st_global_u32, st_shared_b32, sync_threads, thread_index,
 };
 use crate::device::tile::Tile;
 use crate::device::tma::{barrier_arrive, barrier_init, barrier_wait, fence_barrier_init};
@@ -68,8 +75,8 @@ const PRODUCER_REGISTERS: u32 = 56;
 const CONSUMER_REGISTERS: u32 = 224;
 /// Tile numbers the producer may announce before the consumers took them.
 const TILE_SLOTS: u32 = GEMM_O_WIDE_TILE_SLOTS;
-/// Arrivals that empty a stage or a queue slot: one per consumer warp.
-const CONSUMER_WARPS: u32 = CONSUMERS * GEMM_THREADS / 32;
+/// Arrivals that empty a stage or a queue slot: one per consumer thread.
+const CONSUMER_THREADS: u32 = CONSUMERS * GEMM_THREADS;
 
 const _: () = {
     assert!(tile_m(MT) == GEMM_O_WIDE_ROWS, "a consumer tile is the CTA's rows");
@@ -128,7 +135,7 @@ impl Layout {
         self.barrier(stage)
     }
 
-    /// "Stage `stage` was released by every consumer warp."
+    /// "Stage `stage` was released by every consumer thread."
     #[inline(always)]
     fn empty(self, stage: u32) -> u32 {
         self.barrier(STAGES + stage)
@@ -140,7 +147,7 @@ impl Layout {
         self.barrier(2 * STAGES + slot)
     }
 
-    /// "Every consumer warp read queue slot `slot`."
+    /// "Every consumer thread read queue slot `slot`."
     #[inline(always)]
     fn tile_taken(self, slot: u32) -> u32 {
         self.barrier(2 * STAGES + TILE_SLOTS + slot)
@@ -265,7 +272,7 @@ unsafe fn produce(p: &GemmParams, maps: TensorMaps, layout: Layout) {
         }
         if issuer {
             let (slot, parity) = ring_position::<TILE_SLOTS>(sequence);
-            // SAFETY: the slot is free once every consumer warp read its previous number; the
+            // SAFETY: the slot is free once every consumer thread read its previous number; the
             // arrival releases the number to the consumers that wait on the slot's barrier.
             unsafe {
                 barrier_wait(layout.tile_taken(slot), parity ^ 1);
@@ -288,7 +295,7 @@ unsafe fn produce(p: &GemmParams, maps: TensorMaps, layout: Layout) {
                 if issuer {
                     let (stage, parity) = ring_position::<STAGES>(ring);
                     // SAFETY: the stage is free once its previous fill was read by every consumer
-                    // warp; the k-tile lies in the head's slice, below k.
+                    // thread; the k-tile lies in the head's slice, below k.
                     unsafe {
                         barrier_wait(layout.empty(stage), parity ^ 1);
                         let k0 = head * p.head_dim + t * GEMM_TILE_K;
@@ -332,33 +339,29 @@ unsafe fn produce(p: &GemmParams, maps: TensorMaps, layout: Layout) {
 #[inline(always)]
 unsafe fn consume<E: GemmElement>(p: &GemmParams, maps: TensorMaps, layout: Layout, consumer: u32) {
     let crew = Crew::number(consumer);
-    let first_lane = crew.thread.is_multiple_of(32);
     let mut ring = 0;
     // Waits until ring slot `ring` is filled; returns its stage.
     let wait = |ring: u32| {
         let (stage, parity) = ring_position::<STAGES>(ring);
         // SAFETY: the barriers are initialised; once the phase completed the stage holds fill
-        // `ring`, and nobody overwrites it before every consumer warp released it.
+        // `ring`, and nobody overwrites it before every consumer thread released it.
         unsafe { barrier_wait(layout.full(stage), parity) };
         stage
     };
-    // Arrives once for this warp on `barrier`, after every lane's earlier reads.
-    let warp_arrive = |barrier: u32| {
-        sync_warp();
-        if first_lane {
-            // SAFETY: the consumers' barriers (stage empty, tile taken) expect one arrival per
-            // consumer warp per phase, made after the phase's fill was waited for by this warp.
-            unsafe { barrier_arrive(barrier) };
-        }
+    // Arrives for this thread on `barrier`, after its earlier reads and writes.
+    let thread_arrive = |barrier: u32| {
+        // SAFETY: the consumers' barriers (stage empty, tile taken) expect one arrival per
+        // consumer thread per phase, made after the phase's fill was waited for by this thread.
+        unsafe { barrier_arrive(barrier) };
     };
-    // Tells the producer that this warp is done with the stage of ring slot `ring`.
-    let release = |ring: u32| warp_arrive(layout.empty(ring_position::<STAGES>(ring).0));
+    // Tells the producer that this thread is done with the stage of ring slot `ring`.
+    let release = |ring: u32| thread_arrive(layout.empty(ring_position::<STAGES>(ring).0));
     let tiles = TileSource::new(p).tiles;
     let mut sequence = 0;
     loop {
         let (slot, parity) = ring_position::<TILE_SLOTS>(sequence);
         // SAFETY: once the slot's phase completed it holds the producer's `sequence`-th tile
-        // number, which stays until every consumer warp arrived on `tile_taken`.
+        // number, which stays until every consumer thread arrived on `tile_taken`.
         let tile = unsafe {
             barrier_wait(layout.tile_announced(slot), parity);
             ld_shared_b32(layout.tile_number(slot))
@@ -370,7 +373,7 @@ unsafe fn consume<E: GemmElement>(p: &GemmParams, maps: TensorMaps, layout: Layo
         let live = live_consumers(p, n0);
         // SAFETY: the slot's second word holds the tile's k-tile count (as its number above).
         let count = unsafe { ld_shared_b32(layout.tile_number(slot) + 4) };
-        warp_arrive(layout.tile_taken(slot));
+        thread_arrive(layout.tile_taken(slot));
         sequence += 1;
         let mut acc = zeroed::<MT>();
         let mut i = 0;
@@ -418,18 +421,18 @@ unsafe fn gemm_o_wide<E: GemmElement>(p: &GemmParams, maps: TensorMaps) {
     if thread_index() == 0 {
         // SAFETY: the barrier region holds these barriers; nobody uses them before the CTA
         // barrier below. The producer fills stages and announces tiles (one arrival); every
-        // consumer warp empties stages and takes tiles.
+        // consumer thread empties stages and takes tiles.
         unsafe {
             let mut stage = 0;
             while stage < STAGES {
                 barrier_init(layout.full(stage), 1);
-                barrier_init(layout.empty(stage), CONSUMER_WARPS);
+                barrier_init(layout.empty(stage), CONSUMER_THREADS);
                 stage += 1;
             }
             let mut slot = 0;
             while slot < TILE_SLOTS {
                 barrier_init(layout.tile_announced(slot), 1);
-                barrier_init(layout.tile_taken(slot), CONSUMER_WARPS);
+                barrier_init(layout.tile_taken(slot), CONSUMER_THREADS);
                 slot += 1;
             }
         }
