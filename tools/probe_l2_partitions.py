@@ -76,16 +76,19 @@ ctx = ctypes.c_void_p(); check(cu.cuCtxGetCurrent(ctypes.byref(ctx)), "ctx")
 if not ctx.value:
     dev = ctypes.c_int(); check(cu.cuDeviceGet(ctypes.byref(dev), 0), "dev")
     check(cu.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev), "retain"); check(cu.cuCtxSetCurrent(ctx), "set")
-mod = ctypes.c_void_p()
-check(cu.cuModuleLoadData(ctypes.byref(mod), ctypes.c_char_p(PTX.encode())), "load")
 fns = {}
-for name in ["touch", "measure"]:
-    f = ctypes.c_void_p(); check(cu.cuModuleGetFunction(ctypes.byref(f), mod, name.encode()), name); fns[name] = f
+def load_functions(ptx, names):
+    """Loads a PTX module and adds its entries `names` to `fns`."""
+    mod = ctypes.c_void_p()
+    check(cu.cuModuleLoadData(ctypes.byref(mod), ctypes.c_char_p(ptx.encode())), "load")
+    for name in names:
+        f = ctypes.c_void_p(); check(cu.cuModuleGetFunction(ctypes.byref(f), mod, name.encode()), name); fns[name] = f
+load_functions(PTX, ["touch", "measure"])
 
-def launch(name, grid, block, args):
+def launch(name, grid, block, args, smem=0):
     holders = [(ctypes.c_uint64 if kind == "u64" else ctypes.c_uint32)(v) for kind, v in args]
     ptrs = (ctypes.c_void_p * len(holders))(*[ctypes.cast(ctypes.byref(h), ctypes.c_void_p) for h in holders])
-    check(cu.cuLaunchKernel(fns[name], grid, 1, 1, block, 1, 1, 0, None, ptrs, None), "launch " + name)
+    check(cu.cuLaunchKernel(fns[name], grid, 1, 1, block, 1, 1, smem, None, ptrs, None), "launch " + name)
     check(cu.cuCtxSynchronize(), "sync " + name)
 
 SMS = torch.cuda.get_device_properties(0).multi_processor_count
@@ -115,36 +118,50 @@ def measure(base, per_sm):
                                     ("u32", LINES), ("u64", REGION), ("u32", per_sm)])
     return out.view(SMS, 4096)[:, :LINES].double().cpu().diff(dim=1)
 
-results = {}
-for src in [0, 1, 2, 7]:
-    buf, base = make_buffer(src)
+def flush_l2():
     flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda"); flush.fill_(1); torch.cuda.synchronize(); del flush
+
+def after_touch_by(src, seed):
+    """Mean cycles per load of every SM's chase after SM `src` read every region."""
+    buf, base = make_buffer(seed)
+    flush_l2()
     launch("touch", SMS * 8, 32, [("u64", base), ("u32", NREG * LINES), ("u32", src), ("u64", sink.data_ptr())])
-    results[f"after_touch_by_{src}"] = measure(base, 1).mean(1).tolist()
-    del buf
-# Second touch by the same SM (baseline of a line in the SM's own partition copy).
-buf, base = make_buffer(99)
-for rep in range(2):
-    results[f"own_region_pass{rep}"] = measure(base, 1).mean(1).tolist()
-# Every SM chases region 0 (warm), per-line latency in chase order.
-shared = torch.stack([measure(base, 0) for _ in range(3)]).median(0).values
-results["shared_region_mean"] = shared.mean(1).tolist()
-torch.save(shared, sys.argv[1] + "/shared.pt")
-json.dump(results, open(sys.argv[1] + "/probe.json", "w"))
-for k, v in results.items():
-    t = torch.tensor(v)
-    print(k, "min %.0f med %.0f max %.0f" % (t.min(), t.median(), t.max()))
-    print("  ", " ".join("%d" % x for x in t.tolist()))
-# The map: after SM 0 read the lines, its partition's SMs load them fast (1 = the other one).
-after = torch.tensor(results["after_touch_by_0"])
-split = (after.min() + after.max()) / 2
-print("partition per smid:", "".join("1" if x > split else "0" for x in after.tolist()))
-# Cluster SMs by their per-line latency pattern on the shared region.
-shared = shared.float()
-print("per-line latency quantiles (all SMs):", [round(float(x)) for x in torch.quantile(shared.flatten(), torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95]))])
-z = (shared - shared.mean(1, keepdim=True)) / (shared.std(1, keepdim=True) + 1e-6)
-c = z @ z.T / z.shape[1]
-u, s, vh = torch.linalg.svd(c)
-print("shared-region correlation: top singular values", [round(x, 2) for x in s[:4].tolist()])
-print("component 2 sign per smid:", "".join("+" if x > 0 else "-" for x in u[:, 1].tolist()))
-print("mean corr", c.mean().item())
+    return measure(base, 1).mean(1).tolist()
+
+def partition_of(after):
+    """0 for the SMs that load fast after the touch (the toucher's partition), 1 for the others."""
+    after = torch.tensor(after)
+    split = (after.min() + after.max()) / 2
+    return [1 if x > split else 0 for x in after.tolist()]
+
+def main():
+    results = {}
+    for src in [0, 1, 2, 7]:
+        results[f"after_touch_by_{src}"] = after_touch_by(src, src)
+    # Second touch by the same SM (baseline of a line in the SM's own partition copy).
+    buf, base = make_buffer(99)
+    for rep in range(2):
+        results[f"own_region_pass{rep}"] = measure(base, 1).mean(1).tolist()
+    # Every SM chases region 0 (warm), per-line latency in chase order.
+    shared = torch.stack([measure(base, 0) for _ in range(3)]).median(0).values
+    results["shared_region_mean"] = shared.mean(1).tolist()
+    torch.save(shared, sys.argv[1] + "/shared.pt")
+    json.dump(results, open(sys.argv[1] + "/probe.json", "w"))
+    for k, v in results.items():
+        t = torch.tensor(v)
+        print(k, "min %.0f med %.0f max %.0f" % (t.min(), t.median(), t.max()))
+        print("  ", " ".join("%d" % x for x in t.tolist()))
+    # The map: after SM 0 read the lines, its partition's SMs load them fast (1 = the other one).
+    print("partition per smid:", "".join(map(str, partition_of(results["after_touch_by_0"]))))
+    # Cluster SMs by their per-line latency pattern on the shared region.
+    shared = shared.float()
+    print("per-line latency quantiles (all SMs):", [round(float(x)) for x in torch.quantile(shared.flatten(), torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95]))])
+    z = (shared - shared.mean(1, keepdim=True)) / (shared.std(1, keepdim=True) + 1e-6)
+    c = z @ z.T / z.shape[1]
+    u, s, vh = torch.linalg.svd(c)
+    print("shared-region correlation: top singular values", [round(x, 2) for x in s[:4].tolist()])
+    print("component 2 sign per smid:", "".join("+" if x > 0 else "-" for x in u[:, 1].tolist()))
+    print("mean corr", c.mean().item())
+
+if __name__ == "__main__":
+    main()

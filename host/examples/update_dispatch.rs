@@ -148,6 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tile_rows: None,
             workspace: Some(workspace),
             split: None,
+            clustered: None,
         };
         engine.gemm_q(args, TOKENS, HIDDEN, HIDDEN, engine.stream())
     };

@@ -326,6 +326,7 @@ impl Engine {
             grid: (work_items * rows.ctas_per_item(), 1, 1),
             threads: ATTENTION_THREADS,
             shared_bytes: abi::attention_shared_bytes(hd, rows),
+            cluster: 1,
         };
         // SAFETY: the entry takes one `AttentionParams`; every buffer was checked against the
         // plan above, the plan's arrays live as long as `plan`, and the views borrow their

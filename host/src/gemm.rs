@@ -22,8 +22,8 @@
 use cust::stream::Stream;
 use flashomni_kernels::abi::{
     self, ATTENTION_TILE_Q, GEMM_MAX_HEADS, GEMM_MAX_SPLITS, GEMM_O_MODE_ACTIVE, GEMM_O_MODE_CACHE,
-    GEMM_O_WIDE_CONSUMERS, GEMM_O_WIDE_ROWS, GEMM_O_WIDE_THREADS, GEMM_THREADS, GEMM_TILE_K, GEMM_TILE_N, GemmParams,
-    GemmRows, GemmTensorMaps, TensorMap,
+    GEMM_O_WIDE_CONSUMERS, GEMM_O_WIDE_ROWS, GEMM_O_WIDE_THREADS, GEMM_Q_CLUSTER, GEMM_THREADS, GEMM_TILE_K,
+    GEMM_TILE_N, GemmParams, GemmRows, GemmTensorMaps, TensorMap,
 };
 use flashomni_symbols::read_bit;
 
@@ -50,9 +50,10 @@ fn wide_tiles(m: u32, n: u32) -> u64 {
     u64::from(m.div_ceil(GEMM_O_WIDE_ROWS)) * u64::from(n.div_ceil(GEMM_O_WIDE_COLUMNS))
 }
 
-/// The launch shape of a per-tile GEMM entry of `rows`-row CTAs over `grid`.
-fn per_tile_shape(grid: (u32, u32, u32), rows: GemmRows) -> LaunchShape {
-    LaunchShape { grid, threads: GEMM_THREADS, shared_bytes: abi::gemm_shared_bytes(rows) }
+/// The launch shape of a per-tile GEMM entry of `rows`-row CTAs over `grid`, in clusters of
+/// `cluster` CTAs along x (1: none).
+fn per_tile_shape(grid: (u32, u32, u32), rows: GemmRows, cluster: u32) -> LaunchShape {
+    LaunchShape { grid, threads: GEMM_THREADS, shared_bytes: abi::gemm_shared_bytes(rows), cluster }
 }
 
 /// GEMM-Q: whether 128-row CTAs should run a launch whose (estimated) working 128-row tiles
@@ -85,6 +86,12 @@ fn gemm_q_auto_split(arch: Arch, tiles: u32, k: u32, rows: GemmRows, multiproces
         _ => gemm_q_split(tiles, k, rows, multiprocessors),
     }
 }
+
+/// GEMM-Q on `sm_90a`: from this many waves of 128-row CTAs (2 per multiprocessor) on, a
+/// launch runs in clusters. On the H200 (runs 92–93 of docs/PERF.md) clusters of two took 5–6%
+/// off dense launches of M = 16896 and 33792 and 1–4% off r = 0.5–0.75 launches of 3 waves and
+/// more, tied on dense M = 4608 (3.3 waves), and lost 1–5% on launches of 1.2–2.4 waves.
+const GEMM_Q_MIN_WAVES_FOR_CLUSTERS: u64 = 3;
 
 /// GEMM-O: below this many waves of 128-row tiles (every tile is written), 64-row CTAs are
 /// used. With many tiles 64-row CTAs lost at every measured sparsity (r = 0.5–0.9: each
@@ -122,6 +129,10 @@ pub struct GemmQArgs<'a, T> {
     pub workspace: Option<&'a mut GemmWorkspace>,
     /// Forces the split (needs `workspace`); `None` lets the launcher choose.
     pub split: Option<GemmSplit>,
+    /// Launches the CTAs in thread-block clusters of [`GEMM_Q_CLUSTER`] neighbouring work
+    /// items (`Some(true)`, the `sm_90a` module only) or not (`Some(false)`); `None` lets the
+    /// launcher choose (see [`gemm_q_clustered`]).
+    pub clustered: Option<bool>,
 }
 
 /// Which heads' reduction slices GEMM-O sums.
@@ -219,6 +230,14 @@ pub fn gemm_o_rows(m: u32, n: u32, large_allowed: bool, multiprocessors: u32) ->
     let wave = f64::from(resident_ctas(GemmRows::Rows128)) * f64::from(multiprocessors);
     let few_tiles = large_tiles(m, n) < GEMM_O_MIN_WAVES_FOR_LARGE_CTAS * wave;
     if !large_allowed || few_tiles { GemmRows::Rows64 } else { GemmRows::Rows128 }
+}
+
+/// Whether a GEMM-Q launch of `items` work items (CTAs) of `rows`-row CTAs without a forced
+/// choice runs in clusters of [`GEMM_Q_CLUSTER`]: on the Hopper module, with 128-row CTAs,
+/// from `GEMM_Q_MIN_WAVES_FOR_CLUSTERS` (3) waves on.
+pub fn gemm_q_clustered(arch: Arch, rows: GemmRows, items: u64, multiprocessors: u32) -> bool {
+    let wave = u64::from(resident_ctas(GemmRows::Rows128)) * u64::from(multiprocessors);
+    arch == Arch::Sm90a && rows == GemmRows::Rows128 && items >= GEMM_Q_MIN_WAVES_FOR_CLUSTERS * wave
 }
 
 /// Whether a GEMM-O launch without a forced kernel runs on the persistent `sm_90a` kernel: on
@@ -334,7 +353,8 @@ impl Engine {
     ///
     /// Requirements: `n = heads · head_dim` with `head_dim` a multiple of 8, `k` a multiple of
     /// 8, 16-byte aligned `x`, `w` and `out`, a 4-byte aligned bias of `n` elements; with
-    /// symbols, `heads` matching them and request 0's `q_len ≥ token_offset + m`.
+    /// symbols, `heads` matching them and request 0's `q_len ≥ token_offset + m`; forced
+    /// clusters (`clustered: Some(true)`) only with the `sm_90a` module and a CUDA 12 driver.
     pub fn gemm_q<T: Element>(&self, args: GemmQArgs<'_, T>, m: u32, n: u32, k: u32, stream: &Stream) -> Result<()> {
         // The tile list below is allocated in the current context: make it this engine's.
         self.make_current()?;
@@ -399,10 +419,22 @@ impl Engine {
             }
             _ => (0, 0, 0, 0, u64::from(count)),
         };
-        if items > MAX_GRID_X {
+        let clustered = match args.clustered {
+            Some(true) if self.arch() != Arch::Sm90a => {
+                return Err(Error::Unsupported(format!(
+                    "GEMM-Q thread-block clusters with the {} module (sm_90a only)",
+                    self.arch().target()
+                )));
+            }
+            Some(clustered) => clustered,
+            None => gemm_q_clustered(self.arch(), rows, items, self.multiprocessors()),
+        };
+        let cluster = if clustered { GEMM_Q_CLUSTER } else { 1 };
+        let ctas = items.next_multiple_of(u64::from(cluster));
+        if ctas > MAX_GRID_X {
             return Err(Error::InvalidShape(format!("GEMM-Q with {items} work items (at most {MAX_GRID_X})")));
         }
-        let grid = (items as u32, 1, 1);
+        let grid = (ctas as u32, 1, 1);
         let params = GemmParams {
             // Encoded from the fields below by `launch_gemm`.
             maps: GemmTensorMaps::default(),
@@ -425,11 +457,13 @@ impl Engine {
             arrivals,
             split_first,
             splits,
+            items: items as u32,
         };
+        let shape = per_tile_shape(grid, rows, cluster);
         // SAFETY: the entry takes one `GemmParams`; every buffer was checked above against
         // the shape, and the views borrow their memory for this call (the caller keeps it
         // alive until the stream has run the launch, as with any asynchronous CUDA call).
-        unsafe { self.launch_gemm(abi::gemm_q_entry(T::KIND, rows), rows, per_tile_shape(grid, rows), params, stream) }
+        unsafe { self.launch_gemm(abi::gemm_q_entry(T::KIND, rows), rows, shape, params, stream) }
     }
 
     /// GEMM-O, asynchronously on `stream`: with `D = k / heads` and `qb` the query block of
@@ -550,6 +584,7 @@ impl Engine {
             },
             split_first: 0,
             splits: 0,
+            items: 0,
         };
         let (entry, shape) = if persistent {
             let ctas = wide_tiles(m, n).min(u64::from(self.multiprocessors())) as u32;
@@ -557,10 +592,11 @@ impl Engine {
                 grid: (ctas, 1, 1),
                 threads: GEMM_O_WIDE_THREADS,
                 shared_bytes: abi::gemm_o_wide_shared_bytes(),
+                cluster: 1,
             };
             (abi::gemm_o_wide_entry(T::KIND), shape)
         } else {
-            (abi::gemm_o_entry(T::KIND, rows), per_tile_shape(grid, rows))
+            (abi::gemm_o_entry(T::KIND, rows), per_tile_shape(grid, rows, 1))
         };
         // SAFETY: as in `gemm_q`: one `GemmParams`, every buffer checked against the shape.
         unsafe { self.launch_gemm(entry, rows, shape, params, stream) }
@@ -726,5 +762,20 @@ mod tests {
         assert!(!persistent(Arch::Sm90a, GemmRows::Rows128, 4608, 1.0), "dense: 432");
         assert!(!persistent(Arch::Sm80, GemmRows::Rows128, 33_792, 1.0), "no persistent kernel on sm_80");
         assert!(!persistent(Arch::Sm90a, GemmRows::Rows64, 33_792, 1.0), "64-row CTAs are per-tile only");
+    }
+
+    #[test]
+    fn gemm_q_runs_in_clusters_from_three_waves_on_hopper() {
+        // 132 SMs, 2 CTAs each: 792 work items make three waves.
+        let clustered = |arch, rows, items| gemm_q_clustered(arch, rows, items, 132);
+        assert!(clustered(Arch::Sm90a, GemmRows::Rows128, 6336), "dense M = 33792");
+        assert!(clustered(Arch::Sm90a, GemmRows::Rows128, 864), "dense M = 4608");
+        assert!(clustered(Arch::Sm90a, GemmRows::Rows128, 792), "exactly three waves");
+        assert!(!clustered(Arch::Sm90a, GemmRows::Rows128, 791), "just under three waves");
+        assert!(!clustered(Arch::Sm90a, GemmRows::Rows128, 634), "r = 0.9 at M = 33792");
+        assert!(!clustered(Arch::Sm80, GemmRows::Rows128, 6336), "no clusters with the portable module");
+        assert!(!clustered(Arch::Sm90a, GemmRows::Rows64, 6336), "64-row CTAs are not clustered");
+        assert!(clustered(Arch::Sm90a, GemmRows::Rows128, u64::MAX), "no overflow");
+        assert!(!gemm_q_clustered(Arch::Sm90a, GemmRows::Rows128, 0, u32::MAX), "no overflow");
     }
 }

@@ -286,7 +286,9 @@ pub struct GemmTensorMaps {
 ///   row-major over the `ceil(m / rows) × ceil(n / GEMM_TILE_N)` tiles without one). With
 ///   `splits > 1`, tiles from `split_first` on are split along the reduction axis: CTA
 ///   `split_first + u · splits + s` computes part `s` of tile `split_first + u` (see
-///   [`gemm_split_k_tiles`]), so the grid is `split_first + (tiles − split_first) · splits`.
+///   [`gemm_split_k_tiles`]), so there are `split_first + (tiles − split_first) · splits`
+///   items. On `sm_90a` the host may launch the grid in clusters of [`GEMM_Q_CLUSTER`] CTAs
+///   and round it up to a whole cluster: CTAs from `items` on exit at once.
 /// - **GEMM-O** (`head_dim = k / heads`): the grid is `(ceil(n / GEMM_TILE_N), ceil(m / rows), 1)`;
 ///   reduction slice `[h·head_dim, (h+1)·head_dim)` is summed when S_c(qb, h) = 0 (cache
 ///   mode) or 1 (active mode); every element is written. GEMM-O never splits (`splits` 0).
@@ -340,7 +342,16 @@ pub struct GemmParams {
     /// GEMM-Q: parts each tile from `split_first` on is split into (0 or 1: none), at most
     /// [`GEMM_MAX_SPLITS`] and at most the k-tiles of the reduction.
     pub splits: u32,
+    /// GEMM-Q: the launch's work items; CTAs past them (a grid rounded up to whole clusters)
+    /// do nothing. Ignored by GEMM-O.
+    pub items: u32,
 }
+
+/// CTAs per thread-block cluster of a clustered GEMM-Q launch on `sm_90a`. A cluster runs on
+/// one GPC, and the GPCs of the H200 each sit on one side of the L2 (docs/PERF.md, run 89), so
+/// the two neighbouring tiles of a cluster (one row block of `X`) fetch it through one L2
+/// partition.
+pub const GEMM_Q_CLUSTER: u32 = 2;
 
 /// Most parts one GEMM-Q tile's reduction is split into.
 pub const GEMM_MAX_SPLITS: u32 = 8;

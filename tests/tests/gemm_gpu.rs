@@ -207,16 +207,27 @@ struct QCase {
 struct QLaunch {
     rows: Option<GemmRows>,
     split: SplitChoice,
+    /// Thread-block clusters forced on or off; forcing them on is kept only on the `sm_90a`
+    /// module (elsewhere it is an error, checked in the bad-input test).
+    clustered: Option<bool>,
 }
 
 impl QLaunch {
-    /// Every CTA size forced, with each of `splits`.
+    /// Every CTA size forced, with each of `splits`, with and without clusters.
     fn each_rows(splits: &[SplitChoice]) -> Vec<QLaunch> {
         GemmRows::ALL
             .into_iter()
-            .flat_map(|rows| splits.iter().map(move |&split| QLaunch { rows: Some(rows), split }))
+            .flat_map(|rows| splits.iter().map(move |&split| (rows, split)))
+            .flat_map(|(rows, split)| {
+                [false, true].map(|clustered| QLaunch { rows: Some(rows), split, clustered: Some(clustered) })
+            })
             .collect()
     }
+}
+
+/// A cluster choice: the launcher's, or forced off or on.
+fn draw_clustered(rng: &mut impl Rng) -> Option<bool> {
+    [None, Some(false), Some(true)][rng.gen_range(0..3)]
 }
 
 impl QCase {
@@ -234,7 +245,9 @@ impl QCase {
                 &[64, 100, 128, 128, 256],
             ),
         };
-        (case, QLaunch { rows: draw_rows(&mut rng), split: draw_split(&mut rng) })
+        let launch =
+            QLaunch { rows: draw_rows(&mut rng), split: draw_split(&mut rng), clustered: draw_clustered(&mut rng) };
+        (case, launch)
     }
 
     fn n(&self) -> u32 {
@@ -293,6 +306,7 @@ impl<T: Element> QProblem<'_, T> {
                 SplitChoice::Forced(split) => Some(split),
                 SplitChoice::Off | SplitChoice::Auto => None,
             },
+            clustered: launch.clustered.filter(|&on| !on || engine.arch() == Arch::Sm90a),
         };
         let context = || format!("GEMM-Q {} {case:?} {launch:?}", T::NAME);
         engine.gemm_q(args, case.m, case.n(), case.k, engine.stream()).with_context(context)?;
@@ -766,6 +780,7 @@ fn q_args<'a, T: Element>(
         tile_rows: None,
         workspace: None,
         split: None,
+        clustered: None,
     }
 }
 
@@ -868,6 +883,13 @@ fn gemm_bad_inputs_are_rejected_with_clear_errors() -> Result<()> {
         engine.gemm_q(args, 512, 8192, 64, stream),
         "a split larger than the workspace",
         |err| matches!(err, Error::InvalidShape(message) if message.contains("workspace holds")),
+    )?;
+    let portable = Engine::with_arch(0, Arch::Sm80)?;
+    let args = GemmQArgs { clustered: Some(true), ..q_args(big.view(), out.view_mut(), 1, 0, None) };
+    expect_error(
+        portable.gemm_q(args, 16, 128, 128, portable.stream()),
+        "thread-block clusters with the portable module",
+        |err| matches!(err, Error::Unsupported(message) if message.contains("clusters")),
     )?;
 
     let result = engine.gemm_o(o_args(big.view(), out.view_mut(), 2, 0, None), 16, 64, 192, stream);
@@ -1041,6 +1063,7 @@ fn check_zero_rows<T: Element>(engine: &Engine) -> Result<()> {
             tile_rows: None,
             workspace: Some(&mut workspace),
             split: None,
+            clustered: Some(engine.arch() == Arch::Sm90a),
         };
         engine.gemm_q(args, 0, n as u32, k as u32, stream).with_context(|| context("GEMM-Q"))?;
         let kernels: &[bool] = if engine.arch() == Arch::Sm90a { &[false, true] } else { &[false] };

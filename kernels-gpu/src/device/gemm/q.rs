@@ -8,7 +8,8 @@
 //! keep the output buffer's contents.
 //!
 //! The grid is one CTA per work item: a whole tile, or, in a split launch, one part of a tile's
-//! reduction ([`super::split`]), whose last part to finish writes the tile.
+//! reduction ([`super::split`]), whose last part to finish writes the tile. A clustered launch
+//! rounds the grid up to whole clusters; the CTAs past the last item return at once.
 
 use super::copy::StageSource;
 use super::crew::Crew;
@@ -30,6 +31,9 @@ use crate::device::ptx::{block_index_x, shared_base};
 /// [`GemmParams`]); the launch must use the grid, threads and shared memory documented there.
 #[inline(always)]
 unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmParams, maps: TensorMaps) {
+    if block_index_x() >= p.items {
+        return; // padding of the last cluster
+    }
     let k_tiles = p.k.div_ceil(GEMM_TILE_K);
     let item = work_item(p, block_index_x(), k_tiles);
     let (column_tile, row_tile) = if p.tiles == 0 {

@@ -96,6 +96,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
                     tile_rows: options.gemm_rows,
                     workspace: (!options.no_split_k).then_some(&mut workspace),
                     split: None,
+                    clustered: options.q_clusters,
                 };
                 Ok(engine.gemm_q(args, m, WIDTH, WIDTH, stream)?)
             })?;

@@ -3,7 +3,7 @@
 //! ```text
 //! flashomni-bench [attention] [gemm] [parallel] [--anchors anchors.py] [--n 4608,16896] [--out FILE]
 //!                 [--commit SHA] [--iters 20] [--warmup 5] [--gemm-rows 64|128] [--module sm80|sm90a]
-//!                 [--no-split-k] [--persistent-o on|off]
+//!                 [--no-split-k] [--persistent-o on|off] [--q-clusters on|off]
 //! ```
 //! Each measurement is the median of `--iters` CUDA-event timings after `--warmup` untimed
 //! runs, on random inputs. The anchors (PyTorch SDPA, FlexAttention, cuBLAS) run from
@@ -40,6 +40,18 @@ pub struct Options {
     /// Forces GEMM-O's persistent kernel on or off (`--persistent-o on|off`); `None`: the
     /// launcher chooses.
     persistent_o: Option<bool>,
+    /// Forces GEMM-Q's thread-block clusters on or off (`--q-clusters on|off`); `None`: the
+    /// launcher chooses.
+    q_clusters: Option<bool>,
+}
+
+/// The value of an `on|off` flag.
+fn on_off(flag: &str, value: &str) -> Result<bool> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => bail!("{flag} takes on or off, not {other}"),
+    }
 }
 
 fn parse_options() -> Result<Options> {
@@ -55,6 +67,7 @@ fn parse_options() -> Result<Options> {
         module: None,
         no_split_k: false,
         persistent_o: None,
+        q_clusters: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -81,13 +94,8 @@ fn parse_options() -> Result<Options> {
                 })
             }
             "--no-split-k" => options.no_split_k = true,
-            "--persistent-o" => {
-                options.persistent_o = Some(match value()?.as_str() {
-                    "on" => true,
-                    "off" => false,
-                    other => bail!("--persistent-o takes on or off, not {other}"),
-                })
-            }
+            "--persistent-o" => options.persistent_o = Some(on_off(&arg, &value()?)?),
+            "--q-clusters" => options.q_clusters = Some(on_off(&arg, &value()?)?),
             "attention" | "gemm" | "parallel" => options.ops.push(arg),
             other => bail!("unknown argument `{other}`"),
         }
