@@ -48,8 +48,9 @@ pub(crate) struct LaunchShape {
 const LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: u32 = 4;
 
 /// `CUlaunchAttribute` of `cuda.h` (CUDA 12): an attribute id, padding to 8 bytes, and a
-/// 64-byte value union, of which the cluster dimension uses the first three `u32`s.
-#[repr(C)]
+/// 64-byte value union (8-byte aligned: some members hold pointers), of which the cluster
+/// dimension uses the first three `u32`s.
+#[repr(C, align(8))]
 struct LaunchAttribute {
     id: u32,
     padding: u32,
@@ -136,4 +137,18 @@ pub(crate) unsafe fn launch<P>(function: CUfunction, shape: LaunchShape, stream:
         )
     };
     check(status, "launching a kernel")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_structs_have_the_layout_of_cuda_h() {
+        assert_eq!((size_of::<LaunchAttribute>(), align_of::<LaunchAttribute>()), (72, 8));
+        assert_eq!((size_of::<LaunchConfig>(), align_of::<LaunchConfig>()), (56, 8));
+        assert_eq!(core::mem::offset_of!(LaunchConfig, stream), 32);
+        assert_eq!(core::mem::offset_of!(LaunchConfig, attributes), 40);
+        assert_eq!(core::mem::offset_of!(LaunchConfig, attribute_count), 48);
+    }
 }
