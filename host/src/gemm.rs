@@ -190,6 +190,11 @@ fn computed_fraction(symbols: &DeviceSymbols) -> Option<f64> {
     (pairs > 0).then(|| f64::from(*items) / pairs as f64)
 }
 
+/// CTA slots of one wave of 128-row CTAs on `multiprocessors` multiprocessors.
+fn large_cta_wave(multiprocessors: u32) -> u64 {
+    u64::from(resident_ctas(GemmRows::Rows128)) * u64::from(multiprocessors)
+}
+
 /// 128-row tiles of an `m × n` output.
 fn large_tiles(m: u32, n: u32) -> f64 {
     f64::from(m.div_ceil(GemmRows::Rows128.rows())) * f64::from(n.div_ceil(GEMM_TILE_N))
@@ -216,7 +221,7 @@ pub fn gemm_q_rows(
 ) -> GemmRows {
     let heads_per_tile = (GEMM_TILE_N / head_dim.max(1)).max(1);
     let working = large_tiles(m, n) * (1.0 - (1.0 - computed.clamp(0.0, 1.0)).powi(heads_per_tile as i32));
-    let wave = f64::from(resident_ctas(GemmRows::Rows128)) * f64::from(multiprocessors);
+    let wave = large_cta_wave(multiprocessors) as f64;
     let split =
         split_k.is_some_and(|k| gemm_q_split(working.round() as u32, k, GemmRows::Rows128, multiprocessors).is_some());
     if gemm_q_prefers_large_ctas(arch, working / wave, split) { GemmRows::Rows128 } else { GemmRows::Rows64 }
@@ -227,7 +232,7 @@ pub fn gemm_q_rows(
 /// `GEMM_O_MIN_WAVES_FOR_LARGE_CTAS` (2) waves of 128-row CTAs cover the output; else 128-row
 /// CTAs.
 pub fn gemm_o_rows(m: u32, n: u32, large_allowed: bool, multiprocessors: u32) -> GemmRows {
-    let wave = f64::from(resident_ctas(GemmRows::Rows128)) * f64::from(multiprocessors);
+    let wave = large_cta_wave(multiprocessors) as f64;
     let few_tiles = large_tiles(m, n) < GEMM_O_MIN_WAVES_FOR_LARGE_CTAS * wave;
     if !large_allowed || few_tiles { GemmRows::Rows64 } else { GemmRows::Rows128 }
 }
@@ -236,8 +241,9 @@ pub fn gemm_o_rows(m: u32, n: u32, large_allowed: bool, multiprocessors: u32) ->
 /// choice runs in clusters of [`GEMM_Q_CLUSTER`]: on the Hopper module, with 128-row CTAs,
 /// from `GEMM_Q_MIN_WAVES_FOR_CLUSTERS` (3) waves on.
 pub fn gemm_q_clustered(arch: Arch, rows: GemmRows, items: u64, multiprocessors: u32) -> bool {
-    let wave = u64::from(resident_ctas(GemmRows::Rows128)) * u64::from(multiprocessors);
-    arch == Arch::Sm90a && rows == GemmRows::Rows128 && items >= GEMM_Q_MIN_WAVES_FOR_CLUSTERS * wave
+    arch == Arch::Sm90a
+        && rows == GemmRows::Rows128
+        && items >= GEMM_Q_MIN_WAVES_FOR_CLUSTERS * large_cta_wave(multiprocessors)
 }
 
 /// Whether a GEMM-O launch without a forced kernel runs on the persistent `sm_90a` kernel: on
