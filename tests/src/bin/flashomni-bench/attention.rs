@@ -93,7 +93,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
             let stats = symbols.view().stats();
             let device_symbols = DeviceSymbols::upload(&symbols.view())?;
             let dense = density == 1.0 && cache_ratio == 0.0;
-            let ms = median_ms(engine.stream(), options.warmup, options.iters, || {
+            let ms = median_ms(engine.stream(), &options.timing, || {
                 inputs.launch(engine, (!dense).then_some(&device_symbols), engine.stream())
             })?;
             let flops = kept_flops(&symbols, n);

@@ -72,7 +72,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
         let bias = random_device_array::<bf16>(&mut rng, WIDTH as usize, 1.0)?;
         let cache = random_device_array::<bf16>(&mut rng, elements, 1.0)?;
         let mut out = DeviceArray::<bf16>::uninitialized(elements)?;
-        let copy_ms = median_ms(stream, options.warmup, options.iters, || copy_on_stream(&cache, &mut out, stream))?;
+        let copy_ms = median_ms(stream, &options.timing, || copy_on_stream(&cache, &mut out, stream))?;
         rows.push(gemm_row("copy", m, 0.0, copy_ms, 0.0));
         eprintln!("bench: gemm m={m}: copy of the cache matrix {copy_ms:.3} ms");
         let requests = [RequestShape::new(m, m)];
@@ -84,7 +84,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
             let fraction = if ratio > 0.0 { computed_fraction(&symbols, m) } else { 1.0 };
             let flops = 2.0 * m as f64 * WIDTH as f64 * WIDTH as f64 * fraction;
             let measured = symbols.view().stats().caching_ratio();
-            let q_ms = median_ms(stream, options.warmup, options.iters, || {
+            let q_ms = median_ms(stream, &options.timing, || {
                 let args = GemmQArgs {
                     x: x.view(),
                     w: w.view(),
@@ -100,7 +100,7 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
                 };
                 Ok(engine.gemm_q(args, m, WIDTH, WIDTH, stream)?)
             })?;
-            let o_ms = median_ms(stream, options.warmup, options.iters, || {
+            let o_ms = median_ms(stream, &options.timing, || {
                 let args = GemmOArgs {
                     a: x.view(),
                     w: w.view(),

@@ -2,12 +2,12 @@
 //!
 //! ```text
 //! flashomni-bench [attention] [gemm] [parallel] [--anchors anchors.py] [--n 4608,16896] [--out FILE]
-//!                 [--commit SHA] [--iters 20] [--warmup 5] [--gemm-rows 64|128] [--module sm80|sm90a]
-//!                 [--no-split-k] [--persistent-o on|off] [--q-clusters on|off]
+//!                 [--commit SHA] [--iters 20] [--warmup 5] [--pause-ms 500] [--gemm-rows 64|128]
+//!                 [--module sm80|sm90a] [--no-split-k] [--persistent-o on|off] [--q-clusters on|off]
 //! ```
-//! Each measurement is the median of `--iters` CUDA-event timings after `--warmup` untimed
-//! runs, on random inputs. The anchors (PyTorch SDPA, FlexAttention, cuBLAS) run from
-//! `anchors.py` in the same session; the table reports our time against them and every row
+//! Each measurement is the median of `--iters` CUDA-event timings after a `--pause-ms` idle
+//! pause (see `timing`) and `--warmup` untimed runs, on random inputs. The anchors (PyTorch
+//! SDPA, FlexAttention, cuBLAS) run from `anchors.py` in the same session; the table reports our time against them and every row
 //! is appended to the JSON Lines file. `parallel` (opt-in; needs NCCL) times the
 //! sequence-parallel path against plain attention.
 
@@ -18,9 +18,12 @@ mod parallel;
 mod report;
 mod timing;
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
 use flashomni::parallel::nccl::disable_nvls;
 use flashomni::{Arch, Engine};
+use timing::Timing;
 
 /// Parsed command line.
 pub struct Options {
@@ -29,8 +32,8 @@ pub struct Options {
     sizes: Vec<u32>,
     out: String,
     commit: String,
-    iters: usize,
-    warmup: usize,
+    /// Pause, warm-up and timed calls of every case (`--pause-ms`, `--warmup`, `--iters`).
+    timing: Timing,
     /// Forces the GEMM CTA size (`--gemm-rows 64|128`); `None`: the library's heuristic.
     gemm_rows: Option<flashomni::GemmRows>,
     /// Forces the kernel module (`--module sm80|sm90a`); `None`: the device's own.
@@ -61,8 +64,7 @@ fn parse_options() -> Result<Options> {
         sizes: vec![4608, 16896, 33792],
         out: "bench/results/bench.jsonl".into(),
         commit: option_env!("FLASHOMNI_GIT_COMMIT").unwrap_or("unknown").into(),
-        iters: 20,
-        warmup: 5,
+        timing: Timing { pause: Duration::from_millis(500), warmup: 5, iters: 20 },
         gemm_rows: None,
         module: None,
         no_split_k: false,
@@ -77,8 +79,9 @@ fn parse_options() -> Result<Options> {
             "--n" => options.sizes = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?,
             "--out" => options.out = value()?,
             "--commit" => options.commit = value()?,
-            "--iters" => options.iters = value()?.parse()?,
-            "--warmup" => options.warmup = value()?.parse()?,
+            "--iters" => options.timing.iters = value()?.parse()?,
+            "--warmup" => options.timing.warmup = value()?.parse()?,
+            "--pause-ms" => options.timing.pause = Duration::from_millis(value()?.parse()?),
             "--gemm-rows" => {
                 options.gemm_rows = Some(match value()?.as_str() {
                     "64" => flashomni::GemmRows::Rows64,

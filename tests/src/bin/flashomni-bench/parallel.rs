@@ -58,7 +58,7 @@ fn time_rank(
     let (q, k, v) = (random()?, random()?, random()?);
     let mut out = DeviceArray::<bf16>::uninitialized(shard)?;
     let stream = engine.stream();
-    median_ms(stream, options.warmup, options.iters, || {
+    median_ms(stream, &options.timing, || {
         let args = UlyssesArgs {
             q: q.view(),
             k: k.view(),
@@ -93,9 +93,8 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<ParallelRow>> {
             };
             let device_symbols = DeviceSymbols::upload(&symbols.view())?;
             let sparse = (density < 1.0).then_some(&symbols);
-            let plain_ms = median_ms(stream, options.warmup, options.iters, || {
-                inputs.launch(engine, sparse.map(|_| &device_symbols), stream)
-            })?;
+            let plain_ms =
+                median_ms(stream, &options.timing, || inputs.launch(engine, sparse.map(|_| &device_symbols), stream))?;
             let id = nccl.unique_id()?;
             let per_rank: Vec<f64> = std::thread::scope(|scope| {
                 let handles: Vec<_> = (0..ranks)

@@ -1,18 +1,41 @@
-//! CUDA-event timing: warm-up, then the median of many timed runs.
+//! CUDA-event timing: a pause, a warm-up, then the median of many timed runs.
+//!
+//! The pause is there because of the GPU's power management. Under sustained load the H200's
+//! software power cap lowers the SM clock after about 80 ms, and dense GEMMs then run 19%
+//! slower, the sparse ones 12–13% (docs/PERF.md, run 103). Without a pause, a case that follows
+//! heavy ones is timed at capped clocks while the first case of a size is timed at full clock,
+//! which skews every ratio between them. After half a second idle the clock is back up, so each
+//! case starts from the state that the anchor script (a few tens of milliseconds of work per
+//! GEMM size) is timed in.
+
+use std::time::Duration;
 
 use anyhow::Result;
 use cust::event::{Event, EventFlags};
 use cust::stream::Stream;
 
-/// Median milliseconds of `iters` timed calls of `launch` on `stream`, after `warmup`
-/// untimed calls. Each call is bracketed by its own pair of events.
-pub fn median_ms(stream: &Stream, warmup: usize, iters: usize, mut launch: impl FnMut() -> Result<()>) -> Result<f64> {
-    for _ in 0..warmup {
+/// How each case is timed.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Idle time before the case's first call.
+    pub pause: Duration,
+    /// Untimed calls before the timed ones.
+    pub warmup: usize,
+    /// Timed calls; the median is reported.
+    pub iters: usize,
+}
+
+/// Median milliseconds of `timing.iters` timed calls of `launch` on `stream`, after the pause
+/// and `timing.warmup` untimed calls. Each call is bracketed by its own pair of events.
+pub fn median_ms(stream: &Stream, timing: &Timing, mut launch: impl FnMut() -> Result<()>) -> Result<f64> {
+    stream.synchronize()?;
+    std::thread::sleep(timing.pause);
+    for _ in 0..timing.warmup {
         launch()?;
     }
     stream.synchronize()?;
-    let mut times = Vec::with_capacity(iters);
-    for _ in 0..iters {
+    let mut times = Vec::with_capacity(timing.iters);
+    for _ in 0..timing.iters {
         let start = Event::new(EventFlags::DEFAULT)?;
         let end = Event::new(EventFlags::DEFAULT)?;
         start.record(stream)?;
