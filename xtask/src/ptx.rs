@@ -34,11 +34,18 @@ struct Resources {
     stack_bytes: u32,
     spill_bytes: u32,
     shared_bytes: u32,
+    /// ptxas serialized the kernel's `wgmma`s (advisory C7515: non-`wgmma` instructions define
+    /// accumulators inside the pipeline), which costs ~10% in the GEMMs (docs/PERF.md, run 114).
+    serialized_wgmma: bool,
 }
+
+/// The advisory ptxas prints for a function whose `wgmma`s it serialized.
+const WGMMA_SERIALIZED: &str = "wgmma.mma_async instructions are serialized";
 
 /// Parses `ptxas -v` output into one record per entry.
 fn parse_report(report: &str) -> Vec<Resources> {
     let mut kernels: Vec<Resources> = Vec::new();
+    let mut serialized = Vec::new();
     let number_before = |line: &str, unit: &str| -> u32 {
         line.find(unit)
             .and_then(|end| line[..end].split_whitespace().last())
@@ -46,7 +53,10 @@ fn parse_report(report: &str) -> Vec<Resources> {
             .unwrap_or(0)
     };
     for line in report.lines() {
-        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+        if line.contains(WGMMA_SERIALIZED) {
+            let function = line.split("in the function '").nth(1).and_then(|rest| rest.split('\'').next());
+            serialized.extend(function.map(str::to_owned));
+        } else if let Some(rest) = line.split("Compiling entry function '").nth(1) {
             let name = rest.split('\'').next().unwrap_or("").to_owned();
             kernels.push(Resources { name, ..Resources::default() });
         } else if let Some(kernel) = kernels.last_mut() {
@@ -59,6 +69,9 @@ fn parse_report(report: &str) -> Vec<Resources> {
                 kernel.shared_bytes = number_before(line, "bytes smem");
             }
         }
+    }
+    for kernel in &mut kernels {
+        kernel.serialized_wgmma = serialized.contains(&kernel.name);
     }
     kernels
 }
@@ -83,7 +96,8 @@ fn entries_with_local_memory(ptx: &str) -> Vec<String> {
 }
 
 /// Builds the host crate (which builds the PTX), assembles each module and fails on any
-/// kernel with a stack frame or spills, or whose PTX declares local memory.
+/// kernel with a stack frame or spills, whose `wgmma`s ptxas serialized, or whose PTX declares
+/// local memory.
 pub fn check_modules() -> Result<()> {
     cargo::run(&["build", "--release", "--package", "flashomni"])?;
     let ptxas = ptxas()?;
@@ -104,12 +118,18 @@ pub fn check_modules() -> Result<()> {
             if kernel.stack_bytes > 0 || kernel.spill_bytes > 0 {
                 failures.push(format!("{} ({target})", kernel.name));
             }
+            if kernel.serialized_wgmma {
+                failures.push(format!("{} ({target}: ptxas serialized its wgmma instructions)", kernel.name));
+            }
         }
     }
     if !failures.is_empty() {
-        bail!("kernels with a stack frame, spills or local memory: {}", failures.join(", "));
+        bail!("kernels with a stack frame, spills, local memory or serialized wgmma: {}", failures.join(", "));
     }
-    println!("ptx: every kernel assembles with no stack frame and no spills, and no PTX uses local memory");
+    println!(
+        "ptx: every kernel assembles with no stack frame, no spills and no serialized wgmma, and no PTX uses local \
+         memory"
+    );
     Ok(())
 }
 
@@ -129,4 +149,36 @@ fn assemble(ptxas: &Path, module: &Path, target: &str) -> Result<Vec<Resources>>
         bail!("ptxas reported no kernels for {}", module.display());
     }
     Ok(kernels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_parsing_finds_resources_and_serialized_wgmma() {
+        let report = "\
+ptxas info    : (C7515) Potential Performance Loss: wgmma.mma_async instructions are serialized due to non wgmma \
+instructions defining accumulator registers of a wgmma between start and end of the pipeline stage in the function \
+'gemm_b'
+ptxas info    : Compiling entry function 'gemm_a' for 'sm_90a'
+ptxas info    : Function properties for gemm_a
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 198 registers, used 1 barriers, 1024 bytes smem
+ptxas info    : Compiling entry function 'gemm_b' for 'sm_90a'
+ptxas info    : Function properties for gemm_b
+    16 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads
+ptxas info    : Used 255 registers
+";
+        let kernels = parse_report(report);
+        assert_eq!(kernels.len(), 2);
+        let (a, b) = (&kernels[0], &kernels[1]);
+        assert_eq!(
+            (a.name.as_str(), a.registers, a.stack_bytes, a.spill_bytes, a.shared_bytes),
+            ("gemm_a", 198, 0, 0, 1024)
+        );
+        assert!(!a.serialized_wgmma);
+        assert_eq!((b.name.as_str(), b.registers, b.stack_bytes, b.spill_bytes), ("gemm_b", 255, 16, 12));
+        assert!(b.serialized_wgmma);
+    }
 }

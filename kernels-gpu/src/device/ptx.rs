@@ -358,3 +358,24 @@ pub unsafe fn st_global_u32(global: *mut u32, value: u32) {
     // SAFETY: guaranteed by the caller.
     unsafe { asm!("st.global.u32 [{0}], {1};", in(reg64) global, in(reg32) value, options(nostack)) };
 }
+
+/// Loads one `u32` from global memory when `load` holds, and returns 0 otherwise, without a
+/// branch: the load is predicated in PTX, so the caller's control flow stays one path (which
+/// keeps the compiler from duplicating a `wgmma` pipeline around the choice).
+///
+/// # Safety
+/// When `load` holds, `global` must point to a readable, 4-byte aligned device `u32`; otherwise
+/// it is not dereferenced.
+#[inline(always)]
+pub unsafe fn ld_global_u32_if(load: bool, global: *const u32) -> u32 {
+    let value: u32;
+    // SAFETY: guaranteed by the caller; a false predicate issues no access.
+    unsafe {
+        asm!(
+            "{{ .reg .pred p; setp.ne.u32 p, {load}, 0; mov.b32 {value}, 0; @p ld.global.u32 {value}, [{global}]; }}",
+            load = in(reg32) u32::from(load), global = in(reg64) global, value = out(reg32) value,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    value
+}

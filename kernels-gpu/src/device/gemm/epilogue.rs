@@ -8,9 +8,10 @@
 //! 1. When the launch has a `C` matrix, the main loop already copied its tile into the
 //!    staging tile as its tail copies (the module's `load_c`, overlapping the last k-tiles; `C`
 //!    is read once, so its lines enter L2 as the first to be evicted).
-//! 2. Each lane adds `C` (read back from the staging tile) and the bias vector to its
-//!    accumulators in f32, rounds, and writes the pairs into the staging tile (the swizzle
-//!    makes both the 4-byte fragment accesses and the 16-byte row reads conflict-free).
+//! 2. Each lane adds `C` (read back from the staging tile) to its accumulators in f32 (the
+//!    bias is already in them: they started at it, see `super::bias`), rounds, and writes the
+//!    pairs into the staging tile (the swizzle makes both the 4-byte fragment accesses and the
+//!    16-byte row reads conflict-free).
 //! 3. A whole tile leaves through the module's bulk store when it has one (`sm_90a`: two
 //!    boxes, clipped to the matrix by the copy engine). Otherwise the CTA writes it row by
 //!    row with 16-byte streaming stores, skipping rows and columns past the matrix and every
@@ -53,10 +54,10 @@ const fn staged_chunk<const MT: usize>(staging: u32, row: u32, chunk: u32) -> u3
     out_panel::<MT>(staging, chunk / K_CHUNKS).chunk_address(row, chunk % K_CHUNKS)
 }
 
-/// Writes the CTA's output tile at `source.origin()` (`m0`, `n0`): `out = acc + C + bias` (the addends a launch
-/// has), rounded to the element type. With `whole`, every element inside the matrix is
-/// written; otherwise row `r` / chunk `j` of the tile (columns `n0 + 8j … n0 + 8j + 7`) is
-/// written only if it exists and `writable(r, j)` holds.
+/// Writes the CTA's output tile at `source.origin()` (`m0`, `n0`): `out = acc + C` (when the
+/// launch has `C`; the bias is already in `acc`), rounded to the element type. With `whole`,
+/// every element inside the matrix is written; otherwise row `r` / chunk `j` of the tile
+/// (columns `n0 + 8j … n0 + 8j + 7`) is written only if it exists and `writable(r, j)` holds.
 ///
 /// The tile is staged at shared address `staging` ([`staging_bytes`], 1024-byte aligned);
 /// when the launch has `C`, its tile must already have landed there and be visible to every
@@ -66,9 +67,8 @@ const fn staged_chunk<const MT: usize>(staging: u32, row: u32, chunk: u32) -> u3
 /// loop (its shared memory may be reused).
 ///
 /// # Safety
-/// `p` must describe a launch the host validated (buffer sizes, 16-byte aligned rows, a bias
-/// holding `n` elements) and `source` be this CTA's; `staging` must lie in the CTA's dynamic
-/// shared memory as above.
+/// `p` must describe a launch the host validated (buffer sizes, 16-byte aligned rows) and
+/// `source` be this CTA's; `staging` must lie in the CTA's dynamic shared memory as above.
 #[inline(always)]
 pub(super) unsafe fn epilogue<E: MmaElement, const MT: usize>(
     p: &GemmParams,
@@ -98,23 +98,6 @@ pub(super) unsafe fn epilogue<E: MmaElement, const MT: usize>(
         staged_chunk::<MT>(staging, row, col / 8) + (col % 8) * ELEMENT_BYTES as u32
     };
 
-    if p.bias != 0 {
-        for (mt, row_tiles) in acc.iter_mut().enumerate() {
-            let col0 = n0 + fragment_origin::<MT>(warp, mt).1 + 2 * (lane % 4);
-            for (nt, fragment) in row_tiles.iter_mut().enumerate() {
-                let col = col0 + 8 * nt as u32;
-                if col < p.n {
-                    // SAFETY: `col` is even and below `n`, and `n` is a multiple of 8, so both
-                    // elements are inside the bias, whose address is 4-byte aligned.
-                    let [lo, hi] = E::unpack(unsafe { *(p.bias as *const u32).add(col as usize / 2) });
-                    for half in 0..2 {
-                        fragment[2 * half] += lo;
-                        fragment[2 * half + 1] += hi;
-                    }
-                }
-            }
-        }
-    }
     if has_c {
         for (mt, row_tiles) in acc.iter_mut().enumerate() {
             for (nt, fragment) in row_tiles.iter_mut().enumerate() {

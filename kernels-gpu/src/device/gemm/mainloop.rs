@@ -27,7 +27,7 @@
 //! it lands).
 
 use super::copy::StageSource;
-use super::math::{GemmElement, drain, multiply, settle, zeroed};
+use super::math::{GemmElement, drain, multiply, settle};
 use super::{Accumulators, K_CHUNKS, check_shape, stage_bytes, tile_m};
 use crate::abi::{GEMM_MAX_HEADS, GEMM_TILE_K, GEMM_TILE_N};
 use crate::device::ptx::{cp_async_commit, cp_async_wait, sync_threads};
@@ -94,10 +94,12 @@ pub(super) fn stage_barrier<const MT: usize, const STAGES: u32>(smem: u32, stage
     smem + STAGES * stage_bytes(MT) + GEMM_MAX_HEADS * 4 + 8 * stage
 }
 
-/// Multiplies `count` k-tiles chosen by `walk` into fresh f32 accumulators; this warp's part of
-/// the CTA tile. On return every k-tile copy has landed and every warp has passed a barrier
-/// after its last shared-memory read, so the caller may reuse the pipeline's shared memory
-/// (except the tail stage while tensor-memory `tail` copies are in flight).
+/// Multiplies `count` k-tiles chosen by `walk` into f32 accumulators that start at `start()`
+/// (evaluated once the prologue's copies are issued, so that its loads overlap them; see
+/// [`super::bias`]); this warp's part of the CTA tile. On return every k-tile copy has landed
+/// and every warp has passed a barrier after its last shared-memory read, so the caller may
+/// reuse the pipeline's shared memory (except the tail stage while tensor-memory `tail` copies
+/// are in flight).
 ///
 /// `tail(stage)` is called once, by every thread, in place of loading the virtual k-tile
 /// `count` into stage `stage` (= [`ring_position`]`::<STAGES>(count).0`): it may issue copies into that
@@ -117,6 +119,7 @@ pub(super) unsafe fn mainloop<E: GemmElement, W: KWalk, const MT: usize, const S
     walk: &mut W,
     smem: u32,
     tail: impl Fn(u32),
+    start: impl FnOnce() -> Accumulators<MT>,
 ) -> Accumulators<MT> {
     const { check_shape(MT, STAGES) };
 
@@ -146,7 +149,7 @@ pub(super) unsafe fn mainloop<E: GemmElement, W: KWalk, const MT: usize, const S
         stage += 1;
     }
 
-    let mut acc = zeroed::<MT>();
+    let mut acc = start();
     let mut read = 0;
     let mut write = STAGES - 1;
     let mut i = 0;

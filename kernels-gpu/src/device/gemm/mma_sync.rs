@@ -20,10 +20,10 @@ pub(super) const fn fragment_origin<const MT: usize>(warp: u32, mt: usize) -> (u
     ((warp / GEMM_WARPS_N) * warp_m(MT) + 16 * mt as u32, (warp % GEMM_WARPS_N) * WARP_N)
 }
 
-/// Fresh zero accumulators.
+/// The starting accumulators `acc` (the synchronous math needs nothing done to them).
 #[inline(always)]
-pub(super) const fn zeroed<const MT: usize>() -> Accumulators<MT> {
-    [[[0f32; 4]; super::NT]; MT]
+pub(super) const fn pinned<const MT: usize>(acc: Accumulators<MT>) -> Accumulators<MT> {
+    acc
 }
 
 /// Called by every thread before the barrier that publishes a landed k-tile; the synchronous

@@ -13,11 +13,13 @@
 //!   straight from the stages) in the `sm_90a` module. *Which* k-tiles it
 //!   walks is a parameter ([`mainloop::KWalk`]): GEMM-Q walks all of them, GEMM-O only the
 //!   slices of the heads it selected once, up front.
-//! - [`epilogue`]: adds the f32 bias vector and/or the `C` tile to the accumulators, rounds,
+//! - [`bias`]: the accumulators start at the bias vector (when the launch has one).
+//! - [`epilogue`]: adds the `C` tile to the accumulators (when the launch has one), rounds,
 //!   stages the tile through shared memory and writes it with 16-byte stores, each
 //!   `(row, 8-column chunk)` filtered by a predicate (GEMM-Q: "its (q block, head) is
 //!   computed"; GEMM-O: always).
 
+mod bias;
 #[cfg(not(target_feature = "sm_90a"))]
 mod copy_threads;
 #[cfg(target_feature = "sm_90a")]

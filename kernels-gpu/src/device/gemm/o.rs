@@ -15,6 +15,7 @@
 //! module, two tensor-memory boxes on `sm_90a`). An L2 prefetch of it at the CTA's start no
 //! longer pays once `C` streams through L2 as evict-first (docs/PERF.md, runs 28–29).
 
+use super::bias::starting_accumulators;
 use super::copy::StageSource;
 use super::crew::Crew;
 use super::epilogue::epilogue;
@@ -127,9 +128,11 @@ unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
             };
         }
     };
+    // SAFETY: a validated launch (the bias, if any, holds n elements).
+    let start = || unsafe { starting_accumulators::<E, MT>(p, n0, warp, lane, true) };
     // SAFETY: every listed head's slice lies below k; shared memory is sized by the host for
     // the pipeline, the list and the barriers.
-    let acc = unsafe { mainloop::<E, _, MT, STAGES>(&source, count, &mut walk, smem, tail) };
+    let acc = unsafe { mainloop::<E, _, MT, STAGES>(&source, count, &mut walk, smem, tail, start) };
     let (stage, parity) = ring_position::<STAGES>(count);
     if has_c {
         source.wait_c(stage_barrier::<MT, STAGES>(smem, stage), parity);

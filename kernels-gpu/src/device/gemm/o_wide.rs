@@ -38,11 +38,12 @@
 //! ahead of its barrier. A schedule whose consumers skip each other's fills needs a barrier
 //! that orders their waits (docs/PERF.md, runs 59–61).
 
+use super::bias::starting_accumulators;
 use super::copy::{StageSource, TensorMaps};
 use super::crew::Crew;
 use super::epilogue::{epilogue, staging_bytes};
 use super::mainloop::ring_position;
-use super::math::{GemmElement, drain, multiply, zeroed};
+use super::math::{GemmElement, drain, multiply};
 use super::o::summed_heads;
 use super::{K_CHUNKS, gemm_entry, mt_of, tile_m};
 use crate::abi::{
@@ -375,7 +376,10 @@ unsafe fn consume<E: GemmElement>(p: &GemmParams, maps: TensorMaps, layout: Layo
         let count = unsafe { ld_shared_b32(layout.tile_number(slot) + 4) };
         thread_arrive(layout.tile_taken(slot));
         sequence += 1;
-        let mut acc = zeroed::<MT>();
+        // SAFETY: a validated launch (the bias, if any, holds n elements).
+        let mut acc = unsafe {
+            starting_accumulators::<E, MT>(p, n0 + consumer * GEMM_TILE_N, crew.warp(), crew.thread % 32, true)
+        };
         let mut i = 0;
         while i < count {
             let stage = wait(ring);

@@ -57,6 +57,14 @@ pub(super) fn work_item(p: &GemmParams, block: u32, k_tiles: u32) -> WorkItem {
     }
 }
 
+impl Part {
+    /// Which part of its tile this is (0 for the first k-tiles).
+    #[inline(always)]
+    pub(super) const fn index(&self) -> u32 {
+        self.slot - self.first_slot
+    }
+}
+
 /// Byte offset of fragment `fragment` of thread `thread` in a partial tile.
 #[inline(always)]
 fn fragment_offset(fragment: usize, thread: u32) -> usize {

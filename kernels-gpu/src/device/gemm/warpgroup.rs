@@ -35,12 +35,11 @@ fn slabs<const MT: usize>(acc: &mut Accumulators<MT>) -> &mut [WarpgroupAccumula
     acc.as_chunks_mut::<2>().0
 }
 
-/// Fresh zero accumulators, pinned: the zeros are materialised once, before the pipeline,
-/// instead of on every path that reaches a `wgmma` wait (ptxas serializes the `wgmma`s of a
-/// function in which non-`wgmma` instructions define accumulators on such a path).
+/// The starting accumulators `acc`, pinned: their values are materialised once, before the
+/// pipeline, instead of on every path that reaches a `wgmma` wait (ptxas serializes the
+/// `wgmma`s of a function in which non-`wgmma` instructions define accumulators on such a path).
 #[inline(always)]
-pub(super) fn zeroed<const MT: usize>() -> Accumulators<MT> {
-    let mut acc = [[[0f32; 4]; NT]; MT];
+pub(super) fn pinned<const MT: usize>(mut acc: Accumulators<MT>) -> Accumulators<MT> {
     for slab in slabs(&mut acc) {
         pin(slab);
     }
