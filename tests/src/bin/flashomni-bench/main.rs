@@ -7,9 +7,9 @@
 //! ```
 //! Each measurement is the median of `--iters` CUDA-event timings after a `--pause-ms` idle
 //! pause (see `timing`) and `--warmup` untimed runs, on random inputs. The anchors (PyTorch
-//! SDPA, FlexAttention, cuBLAS) run from `anchors.py` in the same session; the table reports our time against them and every row
-//! is appended to the JSON Lines file. `parallel` (opt-in; needs NCCL) times the
-//! sequence-parallel path against plain attention.
+//! SDPA, FlexAttention, cuBLAS) run from `anchors.py` in the same session; the table reports
+//! our time against them and every row is appended to the JSON Lines file. `parallel`
+//! (opt-in; needs NCCL) times the sequence-parallel path against plain attention.
 
 mod anchors;
 mod attention;
