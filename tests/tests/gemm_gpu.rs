@@ -648,15 +648,7 @@ fn gemm_long_reductions_match_reference() -> Result<()> {
         let q = QCase { seed: 31, m: 300, k: 3072, layout: HeadLayout::with_bias(2, 128, 64, Some(0.5)) };
         run_both_types(engine, &q, &launches, &mut workspace)?;
 
-        let layout = HeadLayout {
-            heads: 24,
-            head_dim: 128,
-            token_offset: 128,
-            block_q: 128,
-            q_extra: 5,
-            cache_ratio: Some(0.5),
-            with_bias: true,
-        };
+        let layout = HeadLayout { q_extra: 5, ..HeadLayout::with_bias(24, 128, 128, Some(0.5)) };
         let o = OCase { seed: 32, m: 300, n: 200, layout };
         let launches = [
             OLaunch::per_tile(None),
@@ -673,29 +665,13 @@ fn gemm_long_reductions_match_reference() -> Result<()> {
 fn gemm_larger_shapes() -> Result<()> {
     for_each_engine("gemm_larger_shapes", |engine| {
         let mut workspace = GemmWorkspace::new(engine)?;
-        let layout = HeadLayout {
-            heads: 2,
-            head_dim: 128,
-            token_offset: 512,
-            block_q: 128,
-            q_extra: 7,
-            cache_ratio: Some(0.5),
-            with_bias: true,
-        };
+        let layout = HeadLayout { q_extra: 7, ..HeadLayout::with_bias(2, 128, 512, Some(0.5)) };
         let split = SplitChoice::Forced(GemmSplit { whole_tiles: 3, parts: 2 });
         let launches = QLaunch::each_rows(&[SplitChoice::Off, SplitChoice::Auto, split]);
         let q = QCase { seed: 41, m: 515, k: 1016, layout };
         run_both_types(engine, &q, &launches, &mut workspace)?;
 
-        let layout = HeadLayout {
-            heads: 4,
-            head_dim: 128,
-            token_offset: 512,
-            block_q: 128,
-            q_extra: 0,
-            cache_ratio: Some(0.6),
-            with_bias: true,
-        };
+        let layout = HeadLayout::with_bias(4, 128, 512, Some(0.6));
         let o = OCase { seed: 42, m: 520, n: 392, layout };
         let launches = [
             OLaunch::per_tile(Some(GemmRows::Rows64)),
@@ -704,15 +680,7 @@ fn gemm_larger_shapes() -> Result<()> {
         ];
         run_both_types(engine, &o, &launches, &mut workspace)?;
         // 64-row CTAs also take token offsets and query blocks that are multiples of 64 only.
-        let layout = HeadLayout {
-            heads: 3,
-            head_dim: 128,
-            token_offset: 192,
-            block_q: 192,
-            q_extra: 5,
-            cache_ratio: Some(0.5),
-            with_bias: true,
-        };
+        let layout = HeadLayout { block_q: 192, q_extra: 5, ..HeadLayout::with_bias(3, 128, 192, Some(0.5)) };
         let o = OCase { seed: 43, m: 450, n: 264, layout };
         let launches = [OLaunch::per_tile(None), OLaunch::per_tile(Some(GemmRows::Rows64))];
         run_both_types(engine, &o, &launches, &mut workspace)
@@ -725,15 +693,7 @@ fn gemm_larger_shapes() -> Result<()> {
 /// output catch a store there).
 #[test]
 fn gemm_o_ctas_walking_several_tiles() -> Result<()> {
-    let layout = HeadLayout {
-        heads: 2,
-        head_dim: 128,
-        token_offset: 256,
-        block_q: 128,
-        q_extra: 3,
-        cache_ratio: Some(0.5),
-        with_bias: true,
-    };
+    let layout = HeadLayout { q_extra: 3, ..HeadLayout::with_bias(2, 128, 256, Some(0.5)) };
     let o = OCase { seed: 44, m: 1700, n: 2568, layout };
     let persistent = OLaunch { persistent: true, ..OLaunch::per_tile(Some(GemmRows::Rows128)) };
     let launches = [persistent, OLaunch { cache_first: false, ..persistent }];
@@ -1053,17 +1013,11 @@ fn check_zero_rows<T: Element>(engine: &Engine) -> Result<()> {
     for symbols in [None, Some(&symbols)] {
         let mut out = GuardedOutput::<T>::new(0, n)?;
         let args = GemmQArgs {
-            x: empty.view(),
             w: weight.view(),
             bias: Some(bias.view()),
-            out: out.view_mut(),
-            token_offset: 0,
-            heads: 2,
-            symbols,
-            tile_rows: None,
             workspace: Some(&mut workspace),
-            split: None,
             clustered: Some(engine.arch() == Arch::Sm90a),
+            ..q_args(empty.view(), out.view_mut(), 2, 0, symbols)
         };
         engine.gemm_q(args, 0, n as u32, k as u32, stream).with_context(|| context("GEMM-Q"))?;
         let kernels: &[bool] = if engine.arch() == Arch::Sm90a { &[false, true] } else { &[false] };
@@ -1071,17 +1025,12 @@ fn check_zero_rows<T: Element>(engine: &Engine) -> Result<()> {
         for &persistent in kernels {
             for (mode, addend) in modes {
                 let args = GemmOArgs {
-                    a: empty.view(),
                     w: weight.view(),
                     bias_or_cache: Some(addend),
-                    out: out.view_mut(),
                     mode,
-                    token_offset: 0,
-                    heads: 2,
-                    symbols,
-                    tile_rows: None,
                     workspace: persistent.then_some(&mut workspace),
                     persistent: Some(persistent),
+                    ..o_args(empty.view(), out.view_mut(), 2, 0, symbols)
                 };
                 let what = format!("GEMM-O in {mode:?} mode (persistent: {persistent})");
                 engine.gemm_o(args, 0, n as u32, k as u32, stream).with_context(|| context(&what))?;

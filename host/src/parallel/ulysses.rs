@@ -434,8 +434,8 @@ impl<T: Element> UlyssesAttention<T> {
     /// Runs this rank's part of sequence-parallel attention on `stream`, asynchronously: every
     /// rank must call it (a collective), with shards of the same shapes and the same global
     /// symbols. Nothing checks that across ranks: ranks that disagree exchange mismatched
-    /// transfers, which corrupts the output or blocks. On return the work is enqueued; the result is in `args.out` once `stream` has
-    /// run it.
+    /// transfers, which corrupts the output or blocks. On return the work is enqueued; the
+    /// result is in `args.out` once `stream` has run it.
     ///
     /// # Errors
     /// Shape and symbol errors ([`Error::BufferTooSmall`], [`Error::InvalidShape`],
