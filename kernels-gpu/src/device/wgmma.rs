@@ -110,6 +110,15 @@ pub fn wait_all() {
     unsafe { asm!("wgmma.wait_group.sync.aligned 0;", options(nostack)) };
 }
 
+/// Waits until at most one committed `wgmma` group of the warpgroup is still running: every
+/// group but the newest has completed. No [`pin`] follows it, as the newest group still writes
+/// the accumulators.
+#[inline(always)]
+pub fn wait_all_but_newest() {
+    // SAFETY: waiting has no other effect; all threads of the warpgroup execute it.
+    unsafe { asm!("wgmma.wait_group.sync.aligned 1;", options(nostack)) };
+}
+
 /// Tells the compiler that `d` is (re)defined here, after a [`wait_all`]: without it, a read
 /// or register copy of accumulators that an in-flight `wgmma` writes could be scheduled above
 /// the wait.

@@ -9,10 +9,11 @@
 //! prologue: load tiles 0 … S-2 into stages 0 … S-2
 //! for i in 0..count:
 //!     wait until tile i has landed (cp.async: ≤ S-2 groups pending; TMA: its stage barrier)
-//!     settle: (wgmma) wait for tile i-1's products
+//!     (wgmma) issue tile i's products
+//!     settle: (wgmma) wait for tile i-1's products; tile i's keep running
 //!     barrier (publishes tile i; proves every warp is done with tile i-1's stage)
 //!     load tile i+S-1 into the stage tile i-1 used
-//!     multiply tile i (mma.sync: done on return; wgmma: issued, runs under the next copies)
+//!     (mma.sync) multiply tile i, done on return
 //! drain: (wgmma) wait for the last products
 //! ```
 //!
@@ -27,7 +28,7 @@
 //! it lands).
 
 use super::copy::StageSource;
-use super::math::{GemmElement, drain, multiply, settle};
+use super::math::{GemmElement, MULTIPLY_BEFORE_BARRIER, drain, multiply, settle};
 use super::{Accumulators, K_CHUNKS, check_shape, stage_bytes, tile_m};
 use crate::abi::{GEMM_MAX_HEADS, GEMM_TILE_K, GEMM_TILE_N};
 use crate::device::ptx::{cp_async_commit, cp_async_wait, sync_threads};
@@ -155,6 +156,12 @@ pub(super) unsafe fn mainloop<E: GemmElement, W: KWalk, const MT: usize, const S
     let mut i = 0;
     while i < count {
         source.wait::<STAGES>(stage_barrier::<MT, STAGES>(smem, read), ring_position::<STAGES>(i).1);
+        if MULTIPLY_BEFORE_BARRIER {
+            // SAFETY: tile i landed in stage `read` and is visible to the async proxy after this
+            // thread's wait (tensor-memory copies); the stage is not written again before the
+            // next `settle` and barrier, by which this k-tile's products have completed.
+            unsafe { multiply::<E, MT>(&mut acc, &a_tile::<MT>(smem, read), &w_tile::<MT>(smem, read)) };
+        }
         settle(&mut acc);
         sync_threads();
         if i + STAGES - 1 < count {
@@ -163,9 +170,11 @@ pub(super) unsafe fn mainloop<E: GemmElement, W: KWalk, const MT: usize, const S
             tail(write);
         }
         cp_async_commit();
-        // SAFETY: tile i landed in stage `read` and was published by the barrier; the stage is
-        // not written again before the next `settle` and barrier.
-        unsafe { multiply::<E, MT>(&mut acc, &a_tile::<MT>(smem, read), &w_tile::<MT>(smem, read)) };
+        if !MULTIPLY_BEFORE_BARRIER {
+            // SAFETY: tile i landed in stage `read` and was published by the barrier; the stage
+            // is not written again before the next barrier.
+            unsafe { multiply::<E, MT>(&mut acc, &a_tile::<MT>(smem, read), &w_tile::<MT>(smem, read)) };
+        }
         read = next_stage::<STAGES>(read);
         write = next_stage::<STAGES>(write);
         i += 1;

@@ -26,6 +26,10 @@ pub(super) const fn pinned<const MT: usize>(acc: Accumulators<MT>) -> Accumulato
     acc
 }
 
+/// Each thread copied only part of a stage (`cp.async`), so a k-tile is multiplied after the
+/// barrier that publishes it.
+pub(super) const MULTIPLY_BEFORE_BARRIER: bool = false;
+
 /// Called by every thread before the barrier that publishes a landed k-tile; the synchronous
 /// math has nothing in flight.
 #[inline(always)]

@@ -4,14 +4,19 @@
 //!
 //! The accumulators keep the portable shape `[MT][NT][4]` so that the epilogue is shared:
 //! m64 slab `h` is accumulator tiles `2h` (columns 0–63) and `2h + 1` (64–127), see
-//! [`fragment_origin`]. A k-tile's products are issued as one `wgmma` group that runs while the
-//! threads issue the next copies; [`settle`] waits for it before the next barrier, which is
-//! what frees its stage for reuse.
+//! [`fragment_origin`]. A k-tile's products are issued as one `wgmma` group as soon as its stage
+//! has landed, before the barrier that frees the previous stage ([`MULTIPLY_BEFORE_BARRIER`]);
+//! [`settle`] then waits only for the previous k-tile's group. So the tensor cores always have
+//! the next group queued while the warps wait, pass the barrier and issue copies: a CTA alone
+//! on its multiprocessor keeps them busy too (with a wait for every group before the barrier,
+//! a lone CTA ran at ~78% of the rate of two, docs/PERF.md run 75).
 
 use super::{Accumulators, NT, WARP_N};
 use crate::abi::GEMM_TILE_K;
 use crate::device::tile::Tile;
-use crate::device::wgmma::{WarpgroupAccumulators, advance, commit, descriptor, fence, pin, wait_all};
+use crate::device::wgmma::{
+    WarpgroupAccumulators, advance, commit, descriptor, fence, pin, wait_all, wait_all_but_newest,
+};
 
 /// The element types this math multiplies.
 pub(super) use crate::device::wgmma::WgmmaElement as GemmElement;
@@ -46,21 +51,27 @@ pub(super) fn pinned<const MT: usize>(mut acc: Accumulators<MT>) -> Accumulators
     acc
 }
 
-/// Called by every thread after the next k-tile landed and before the barrier that follows:
-/// waits for the previous k-tile's products (so that after the barrier its stage may be
-/// overwritten). The tensor-memory copies that fill the stages write through the async proxy
-/// that `wgmma` reads through, so no proxy fence is needed.
+/// The main loop issues a k-tile's products before the barrier that frees the previous stage,
+/// and [`settle`] waits for the previous k-tile's group only.
+pub(super) const MULTIPLY_BEFORE_BARRIER: bool = true;
+
+/// Called by every thread after it issued the products of the k-tile that just landed and
+/// before the barrier that follows: waits for the previous k-tile's products (so that after
+/// the barrier its stage may be overwritten), leaving the new group running. The
+/// tensor-memory copies that fill the stages write through the async proxy that `wgmma` reads
+/// through, so no proxy fence is needed.
 #[inline(always)]
-pub(super) fn settle<const MT: usize>(acc: &mut Accumulators<MT>) {
-    drain(acc);
+pub(super) fn settle<const MT: usize>(_acc: &mut Accumulators<MT>) {
+    wait_all_but_newest();
 }
 
 /// Issues `acc += A_tile · W_tileᵀ` for the whole CTA tile as one `wgmma` group; it completes
 /// in the next [`settle`] or [`drain`].
 ///
 /// # Safety
-/// Both tiles must be complete and visible to the async proxy (after [`settle`] and the
-/// barrier) and stay unchanged until the next [`settle`]; all 128 threads call it.
+/// Both tiles must be complete and visible to the async proxy (this thread waited on their
+/// stage's barrier) and stay unchanged until the [`settle`] after the next `multiply` (or
+/// [`drain`]); all 128 threads call it.
 #[inline(always)]
 pub(super) unsafe fn multiply<E: GemmElement, const MT: usize>(acc: &mut Accumulators<MT>, a: &Tile, w: &Tile) {
     let a_base = descriptor(a.chunk_address(0, 0));
