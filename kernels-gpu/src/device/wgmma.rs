@@ -135,7 +135,9 @@ pub trait WgmmaElement: MmaElement {
     ///
     /// # Safety
     /// Every thread of the warpgroup must call it together, after [`fence`]; the slabs must
-    /// stay unchanged and `d` untouched until [`wait_all`] and [`pin`] after the group's [`commit`].
+    /// stay unchanged until a wait covers the group (the [`wait_all_but_newest`] after a later
+    /// group's [`commit`], or [`wait_all`]), and `d` must be touched by nothing but further
+    /// `wgmma` steps until [`wait_all`] and [`pin`].
     unsafe fn wgmma_m64n128k16(d: &mut WarpgroupAccumulators, a: u64, b: u64);
 }
 

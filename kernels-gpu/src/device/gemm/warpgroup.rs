@@ -65,8 +65,8 @@ pub(super) fn settle<const MT: usize>(_acc: &mut Accumulators<MT>) {
     wait_all_but_newest();
 }
 
-/// Issues `acc += A_tile · W_tileᵀ` for the whole CTA tile as one `wgmma` group; it completes
-/// in the next [`settle`] or [`drain`].
+/// Issues `acc += A_tile · W_tileᵀ` for the whole CTA tile as one `wgmma` group; it has
+/// completed once the [`settle`] after the next `multiply`, or [`drain`], returns.
 ///
 /// # Safety
 /// Both tiles must be complete and visible to the async proxy (this thread waited on their
