@@ -125,12 +125,14 @@ pub fn evict_first_policy() -> u64 {
     fractional_policy!("evict_first")
 }
 
-/// An L2 cache policy under which lines are kept as usual (`evict_normal`), for accesses that
-/// take a policy operand but should not change how long their lines stay.
+/// An L2 cache policy under which the lines an access brings into L2 are the last to be
+/// evicted (`evict_last`): for data that many CTAs of the launch re-read from L2 over its whole
+/// run, so that streams of once-read lines do not push it out. The lines keep that priority
+/// after the launch until L2 evicts them (last among equals) or another access re-marks them.
 #[cfg(target_feature = "sm_90a")]
 #[inline(always)]
-pub fn evict_normal_policy() -> u64 {
-    fractional_policy!("evict_normal")
+pub fn evict_last_policy() -> u64 {
+    fractional_policy!("evict_last")
 }
 
 /// [`cp_async_16`] under the L2 cache policy `policy` (from [`evict_first_policy`]).

@@ -19,7 +19,7 @@ use core::mem::offset_of;
 use super::crew::Crew;
 use super::epilogue::{OUT_PANELS, PANEL_COLUMNS, out_panel, staging_bytes};
 use crate::abi::{GEMM_TILE_N, GemmParams, GemmTensorMaps};
-use crate::device::ptx::{evict_first_policy, evict_normal_policy, sync_threads, thread_index};
+use crate::device::ptx::{evict_first_policy, evict_last_policy, sync_threads, thread_index};
 use crate::device::tile::Tile;
 use crate::device::tma::{
     barrier_arrive_expect_bytes, barrier_init, barrier_wait, fence_barrier_init, load_box_2d, prefetch_map,
@@ -131,7 +131,8 @@ impl StageSource {
     /// Arms `barrier` with the stage's bytes and issues its boxes of the k-tile starting at
     /// reduction index `k0`: A's rows `m0 …` into `a`, and W's rows `n0 + j·GEMM_TILE_N …` for
     /// `j < w_tiles` into `w_tiles` consecutive tiles the size of `w`, from `w` on. Called by
-    /// the one thread that issues the CTA's copies.
+    /// the one thread that issues the CTA's copies. A's lines enter L2 evict-first (read by the
+    /// CTAs of one row block at about the same time), W's evict-last (re-read all launch long).
     ///
     /// # Safety
     /// `k0` must be below `k`; the tiles must be 1024-byte aligned shared memory of one box
@@ -149,7 +150,7 @@ impl StageSource {
             let mut j = 0;
             while j < w_tiles {
                 let destination = w.chunk_address(0, 0) + j * w.bytes();
-                load_box_2d(destination, self.maps.w, k0, self.n0 + j * GEMM_TILE_N, barrier, evict_normal_policy());
+                load_box_2d(destination, self.maps.w, k0, self.n0 + j * GEMM_TILE_N, barrier, evict_last_policy());
                 j += 1;
             }
         }
