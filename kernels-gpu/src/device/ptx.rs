@@ -128,7 +128,8 @@ pub fn evict_first_policy() -> u64 {
 /// An L2 cache policy under which the lines an access brings into L2 are the last to be
 /// evicted (`evict_last`): for data that many CTAs of the launch re-read from L2 over its whole
 /// run, so that streams of once-read lines do not push it out. The lines keep that priority
-/// after the launch until L2 evicts them (last among equals) or another access re-marks them.
+/// after the launch, until another access re-marks them or L2 has nothing of lower priority
+/// left to evict.
 #[cfg(target_feature = "sm_90a")]
 #[inline(always)]
 pub fn evict_last_policy() -> u64 {
