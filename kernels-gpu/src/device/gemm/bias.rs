@@ -12,6 +12,7 @@
 //! one copy (advisory C7515), and every GEMM got ~10% slower (run 114). `cargo xtask ptx`
 //! fails on that advisory.
 
+use super::crew::Crew;
 use super::math::{fragment_origin, pinned};
 use super::{Accumulators, NT};
 use crate::abi::GemmParams;
@@ -21,7 +22,7 @@ use crate::device::ptx::ld_global_u32_if;
 /// This thread's starting accumulators for the tile whose first column is `n0`: each element
 /// holds the bias of its column when `carries_bias` (the CTA computes the whole reduction, or
 /// the part of it that carries the bias) and the launch has a bias, and zero otherwise or past
-/// column `n`. `warp` and `lane` place the thread in the crew that computes the tile.
+/// column `n`. `crew` is the crew that computes the tile (and runs its epilogue).
 ///
 /// # Safety
 /// `p` must describe a launch the host validated: a bias, when present, holds `n` elements at
@@ -30,10 +31,10 @@ use crate::device::ptx::ld_global_u32_if;
 pub(super) unsafe fn starting_accumulators<E: MmaElement, const MT: usize>(
     p: &GemmParams,
     n0: u32,
-    warp: u32,
-    lane: u32,
+    crew: Crew,
     carries_bias: bool,
 ) -> Accumulators<MT> {
+    let (warp, lane) = (crew.warp(), crew.thread % 32);
     let mut acc = [[[0f32; 4]; NT]; MT];
     let has_bias = carries_bias && p.bias != 0;
     let bias = p.bias as *const u32;

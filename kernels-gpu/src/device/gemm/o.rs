@@ -128,8 +128,9 @@ unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
             };
         }
     };
+    let crew = Crew::number(0);
     // SAFETY: a validated launch (the bias, if any, holds n elements).
-    let start = || unsafe { starting_accumulators::<E, MT>(p, n0, warp, lane, true) };
+    let start = || unsafe { starting_accumulators::<E, MT>(p, n0, crew, true) };
     // SAFETY: every listed head's slice lies below k; shared memory is sized by the host for
     // the pipeline, the list and the barriers.
     let acc = unsafe { mainloop::<E, _, MT, STAGES>(&source, count, &mut walk, smem, tail, start) };
@@ -138,7 +139,7 @@ unsafe fn gemm_o<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
         source.wait_c(stage_barrier::<MT, STAGES>(smem, stage), parity);
     }
     // SAFETY: as for the main loop; GEMM-O writes every element, C (if any) is staged.
-    unsafe { epilogue::<E, MT>(p, &source, acc, stage_address::<MT>(smem, stage), Crew::number(0), true, |_, _| true) };
+    unsafe { epilogue::<E, MT>(p, &source, acc, stage_address::<MT>(smem, stage), crew, true, |_, _| true) };
 }
 
 gemm_entry!(flashomni_gemm_o_bf16, gemm_o, Bf16, Rows128);

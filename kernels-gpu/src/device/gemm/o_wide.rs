@@ -377,9 +377,7 @@ unsafe fn consume<E: GemmElement>(p: &GemmParams, maps: TensorMaps, layout: Layo
         thread_arrive(layout.tile_taken(slot));
         sequence += 1;
         // SAFETY: a validated launch (the bias, if any, holds n elements).
-        let mut acc = unsafe {
-            starting_accumulators::<E, MT>(p, n0 + consumer * GEMM_TILE_N, crew.warp(), crew.thread % 32, true)
-        };
+        let mut acc = unsafe { starting_accumulators::<E, MT>(p, n0 + consumer * GEMM_TILE_N, crew, true) };
         let mut i = 0;
         while i < count {
             let stage = wait(ring);

@@ -22,7 +22,7 @@ use super::{TensorMaps, gemm_entry, stage_bytes, tile_m};
 use crate::abi::{GEMM_TILE_K, GEMM_TILE_N, GemmParams};
 use crate::device::element::{Bf16, F16};
 use crate::device::params::{nonzero, read_u32, symbol_bit};
-use crate::device::ptx::{block_index_x, shared_base, thread_index};
+use crate::device::ptx::{block_index_x, shared_base};
 
 /// Computes one work item of a GEMM-Q launch (a tile, or one part of a split tile, see
 /// [`super::split`]) with `tile_m(MT)`-row tiles and a `STAGES`-deep pipeline.
@@ -83,11 +83,11 @@ unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
     let smem = shared_base();
     let (first, end) = item.k_tiles;
     let mut walk = AllTiles { k: first * GEMM_TILE_K };
-    let tid = thread_index();
+    let crew = Crew::number(0);
     // Part 0 of a split tile carries the bias, which the parts' sum then holds once.
     let carries_bias = item.part.as_ref().is_none_or(|part| part.index() == 0);
     // SAFETY: a validated launch (the bias, if any, holds n elements).
-    let start = || unsafe { starting_accumulators::<E, MT>(p, n0, tid / 32, tid % 32, carries_bias) };
+    let start = || unsafe { starting_accumulators::<E, MT>(p, n0, crew, carries_bias) };
     // SAFETY: the operands and walk cover the validated buffers; shared memory is sized by
     // the host for the pipeline.
     let mut acc = unsafe { mainloop::<E, _, MT, STAGES>(&source, end - first, &mut walk, smem, |_| {}, start) };
@@ -106,7 +106,7 @@ unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
         all || unsafe { symbol_bit(segment, (first_token + row) / block_q * p.heads + (n0 + 8 * chunk) / head_dim) }
     };
     // SAFETY: as for the main loop.
-    unsafe { epilogue::<E, MT>(p, &source, acc, smem, Crew::number(0), all, writable) };
+    unsafe { epilogue::<E, MT>(p, &source, acc, smem, crew, all, writable) };
 }
 
 gemm_entry!(flashomni_gemm_q_bf16, gemm_q, Bf16, Rows128);
