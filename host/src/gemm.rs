@@ -15,9 +15,11 @@
 //! Each GEMM has two kernels, CTAs of 128 or of 64 output rows ([`GemmRows`]). The 64-row one
 //! holds half the accumulators, so more CTAs share a multiprocessor; it pays off when the
 //! launch has too few CTAs to fill the GPU. Unless the call sets `tile_rows`, the launcher
-//! picks one from what it knows without reading symbol bits: the shape, the multiprocessor
-//! count, the kernel module, and the computed fraction of (128-row tile, head) pairs that
-//! uploading the symbols counted for attention (see [`gemm_q_rows`] and [`gemm_o_rows`]).
+//! picks one from the multiprocessor count, the kernel module and the work: for GEMM-Q the
+//! working tiles of either size, counted exactly from request 0's S_c when it builds the
+//! tile lists ([`gemm_q_rows`]); for GEMM-O the shape ([`gemm_o_rows`]), and for its
+//! persistent kernel the computed fraction of (128-row tile, head) pairs that uploading the
+//! symbols counted for attention ([`gemm_o_persistent`]).
 //!
 //! L2 cache policy: `A`, `C` and the output pass through L2 as the first lines to be evicted.
 //! With the `sm_90a` module, `W`'s lines enter L2 as the last to be evicted and keep that
@@ -63,10 +65,11 @@ fn per_tile_shape(grid: (u32, u32, u32), rows: GemmRows, cluster: u32) -> Launch
     LaunchShape { grid, threads: GEMM_THREADS, shared_bytes: abi::gemm_shared_bytes(rows), cluster }
 }
 
-/// GEMM-Q: whether 128-row CTAs should run a launch whose (estimated) working 128-row tiles
-/// fill `waves` waves (2 CTAs per multiprocessor), on the module `arch`, where `split` says
-/// that a split-K workspace would cut the partly filled last wave ([`gemm_q_split`]).
-fn gemm_q_prefers_large_ctas(arch: Arch, waves: f64, split: bool) -> bool {
+/// GEMM-Q: whether 128-row CTAs should run a launch whose working 128-row tiles fill `waves`
+/// waves (2 CTAs per multiprocessor), on the module `arch`, where `split` says that a split-K
+/// workspace would cut the partly filled last wave ([`gemm_q_split`]) and `small_fit` that
+/// the working 64-row tiles fit in one wave of 64-row CTAs (3 per multiprocessor).
+fn gemm_q_prefers_large_ctas(arch: Arch, waves: f64, split: bool, small_fit: bool) -> bool {
     match arch {
         // `mma.sync` (run 9 of docs/PERF.md): 64-row CTAs won at 1.2 and 2.4 waves (r = 0.9)
         // and lost at 3.0 and 3.3; a split last wave keeps 128-row CTAs (runs 31–32).
@@ -74,9 +77,12 @@ fn gemm_q_prefers_large_ctas(arch: Arch, waves: f64, split: bool) -> bool {
         // `wgmma`: a 64-row CTA issues half-size m64 products and loses much more per tile.
         // Run 22: 64-row CTAs won at 1.2 waves without split-K (0.085 vs 0.103 ms) and lost
         // at 1.6, 2.4 and 3.0. Run 37: they lose a full single wave (M = 1408 dense: 0.069
-        // against 0.047 ms) and a split 1.2 waves (0.090 against 0.073 ms), and win at most
-        // half a wave even against a split (10–96 tiles: 0.016–0.034 against 0.021–0.035 ms).
-        Arch::Sm90a => waves > 0.5 && (waves <= 1.0 || waves >= 1.5 || split),
+        // against 0.047 ms) and a split 1.2 waves (0.090 against 0.073 ms). Run 141: they win
+        // wherever all of them run at once (0.5–0.75 waves of 128-row CTAs: 0.033 against
+        // 0.039 ms at M = 2816, r = 0.75) and lose by half as soon as a few wait for a second
+        // wave (M = 4608, r = 0.75: 0.060 against 0.040 ms). `small_fit` holds up to half a
+        // wave, since a 128-row tile is two 64-row ones.
+        Arch::Sm90a => !small_fit && (waves <= 1.0 || waves >= 1.5 || split),
     }
 }
 /// The split GEMM-Q takes with a workspace and no forced split. [`gemm_q_split`], except for
@@ -207,31 +213,37 @@ fn large_tiles(m: u32, n: u32) -> f64 {
     f64::from(m.div_ceil(GemmRows::Rows128.rows())) * f64::from(n.div_ceil(GEMM_TILE_N))
 }
 
-/// The GEMM-Q heuristic for kernel module `arch`, in waves of working 128-row CTAs (2 per
-/// multiprocessor): `Sm80` takes 64-row CTAs below 3 waves; `Sm90a` takes them up to half a
-/// wave and between 1 and 1.5 waves. With `split_k = Some(k)` (the call has a
-/// [`GemmWorkspace`] and a reduction of length `k`), 128-row CTAs are kept wherever their
-/// partly filled last wave would be split ([`gemm_q_split`]), on `Sm90a` only above half a
-/// wave: that measured faster than 64-row CTAs (docs/PERF.md, runs 31–32 and 37).
+/// The working tiles of a GEMM-Q launch at each CTA size: the tiles that hold a computed
+/// (query block, head) pair of request 0's S_c, or every tile without symbols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmQTiles {
+    /// Working tiles of 128 rows.
+    pub large: u64,
+    /// Working tiles of 64 rows: between `large` and twice `large`.
+    pub small: u64,
+}
+
+/// The GEMM-Q heuristic for kernel module `arch`, from the launch's `working` tiles:
+/// - `Sm80` takes 64-row CTAs below 3 waves of 128-row CTAs (2 per multiprocessor);
+/// - `Sm90a` takes them when every working 64-row tile runs in one wave of 64-row CTAs (3 per
+///   multiprocessor), and between 1 and 1.5 waves of 128-row CTAs.
 ///
-/// The working tiles are estimated from `computed` (the fraction of computed (query block,
-/// head) pairs; 1 without symbols): a tile spanning `h = max(1, 128 / head_dim)` heads works
-/// unless all of them are cached, `1 − (1 − computed)^h`, as if the bits were independent.
-pub fn gemm_q_rows(
-    arch: Arch,
-    m: u32,
-    n: u32,
-    head_dim: u32,
-    computed: f64,
-    multiprocessors: u32,
-    split_k: Option<u32>,
-) -> GemmRows {
-    let heads_per_tile = (GEMM_TILE_N / head_dim.max(1)).max(1);
-    let working = large_tiles(m, n) * (1.0 - (1.0 - computed.clamp(0.0, 1.0)).powi(heads_per_tile as i32));
-    let wave = large_cta_wave(multiprocessors) as f64;
-    let split =
-        split_k.is_some_and(|k| gemm_q_split(working.round() as u32, k, GemmRows::Rows128, multiprocessors).is_some());
-    if gemm_q_prefers_large_ctas(arch, working / wave, split) { GemmRows::Rows128 } else { GemmRows::Rows64 }
+/// With `split_k = Some(k)` (the call has a [`GemmWorkspace`] and a reduction of length `k`),
+/// 128-row CTAs are kept wherever their partly filled last wave would be split
+/// ([`gemm_q_split`]), on `Sm90a` only where the 64-row tiles do not fit in one wave: that
+/// measured faster than 64-row CTAs (docs/PERF.md, runs 31–32, 37 and 141).
+pub fn gemm_q_rows(arch: Arch, working: GemmQTiles, multiprocessors: u32, split_k: Option<u32>) -> GemmRows {
+    let waves = working.large as f64 / large_cta_wave(multiprocessors) as f64;
+    let split = split_k.is_some_and(|k| {
+        let tiles = u32::try_from(working.large).unwrap_or(u32::MAX);
+        gemm_q_split(tiles, k, GemmRows::Rows128, multiprocessors).is_some()
+    });
+    let small_wave = u64::from(resident_ctas(GemmRows::Rows64)) * u64::from(multiprocessors);
+    if gemm_q_prefers_large_ctas(arch, waves, split, working.small <= small_wave) {
+        GemmRows::Rows128
+    } else {
+        GemmRows::Rows64
+    }
 }
 
 /// The GEMM-O heuristic: 64-row CTAs when 128-row ones cannot be used (`large_allowed` false:
@@ -375,12 +387,33 @@ impl Engine {
         if !head_dim.is_multiple_of(8) {
             return Err(Error::Unsupported(format!("GEMM-Q head_dim {head_dim} (must be a multiple of 8)")));
         }
-        let rows = args.tile_rows.unwrap_or_else(|| {
-            let computed = args.symbols.map_or(Some(1.0), computed_fraction).unwrap_or(1.0);
-            let split_k = args.workspace.is_some().then_some(k);
-            gemm_q_rows(self.arch(), m, n, head_dim, computed, self.multiprocessors(), split_k)
-        });
-        let grid = check_common(
+        if let Some(symbols) = args.symbols {
+            check_symbols(symbols, args.heads, args.token_offset, m)?;
+        }
+        // The work items of `rows`-row CTAs (device address and count). With symbols, the
+        // tiles holding a computed pair: cached tiles cost no CTA at all. Without, every
+        // tile, row-major, with no list.
+        let work_items = |rows: GemmRows| -> Result<(u64, u64)> {
+            match args.symbols {
+                Some(symbols) => {
+                    let shape =
+                        GemmTileShape { token_offset: args.token_offset, m, n, head_dim, tile_rows: rows.rows() };
+                    let (tiles, count) = symbols
+                        .gemm_q_tiles(shape, |segment| active_tiles(segment, shape, args.heads, symbols.block_q))?;
+                    Ok((tiles, u64::from(count)))
+                }
+                None => Ok((0, u64::from(m.div_ceil(rows.rows())) * u64::from(n.div_ceil(GEMM_TILE_N)))),
+            }
+        };
+        let rows = match args.tile_rows {
+            Some(rows) => rows,
+            None => {
+                let working =
+                    GemmQTiles { large: work_items(GemmRows::Rows128)?.1, small: work_items(GemmRows::Rows64)?.1 };
+                gemm_q_rows(self.arch(), working, self.multiprocessors(), args.workspace.is_some().then_some(k))
+            }
+        };
+        check_common(
             Buffer { name: "x", address: args.x.address(), len: args.x.len() },
             Buffer { name: "w", address: args.w.address(), len: args.w.len() },
             Buffer { name: "out", address: args.out.address(), len: args.out.len() },
@@ -393,21 +426,10 @@ impl Engine {
             check_len("bias", bias.len(), u64::from(n))?;
             check_aligned("bias", bias.address(), 4)?;
         }
-        // With symbols, the work items are the tiles holding a computed pair: cached tiles
-        // cost no CTA at all. Without, every tile, row-major.
-        let (block_q, tiles, count) = match args.symbols {
-            Some(symbols) => {
-                check_symbols(symbols, args.heads, args.token_offset, m)?;
-                let shape = GemmTileShape { token_offset: args.token_offset, m, n, head_dim, tile_rows: rows.rows() };
-                let (tiles, count) =
-                    symbols.gemm_q_tiles(shape, |segment| active_tiles(segment, shape, args.heads, symbols.block_q))?;
-                (symbols.block_q, tiles, count)
-            }
-            None => {
-                let count = grid.0.checked_mul(grid.1);
-                (0, 0, count.ok_or_else(|| Error::InvalidShape(format!("GEMM-Q with {grid:?} tiles")))?)
-            }
-        };
+        let (tiles, count) = work_items(rows)?;
+        let count =
+            u32::try_from(count).map_err(|_| Error::InvalidShape(format!("GEMM-Q with {count} tiles of {rows:?}")))?;
+        let block_q = args.symbols.map_or(0, |symbols| symbols.block_q);
         let split = match (args.split, &args.workspace) {
             (Some(_), None) => {
                 return Err(Error::InvalidShape("a forced GEMM-Q split needs a workspace".into()));
@@ -678,44 +700,56 @@ mod tests {
         assert_eq!(active_tiles(&[0xFFu8], shape, 2, 128).len(), 2 * 4);
     }
 
+    /// Working tiles whose 128-row ones each hold two working 64-row halves (symbols in
+    /// 128-row query blocks, or none).
+    fn whole(large: u64) -> GemmQTiles {
+        GemmQTiles { large, small: 2 * large }
+    }
+
     #[test]
     fn gemm_q_uses_small_ctas_for_few_working_tiles() {
         // K = N = 3072, 24 heads of 128, 132 SMs: 6336 tiles at M = 33792 (24 waves).
         for arch in Arch::ALL {
-            assert_eq!(gemm_q_rows(arch, 33_792, 3072, 128, 1.0, 132, None), GemmRows::Rows128);
-            assert_eq!(gemm_q_rows(arch, 33_792, 3072, 128, 0.25, 132, None), GemmRows::Rows128);
+            assert_eq!(gemm_q_rows(arch, whole(6336), 132, None), GemmRows::Rows128);
+            assert_eq!(gemm_q_rows(arch, whole(1584), 132, None), GemmRows::Rows128, "r = 0.75");
             // 317 working tiles at M = 16896, r = 0.9: 1.2 waves.
-            assert_eq!(gemm_q_rows(arch, 16_896, 3072, 128, 0.1, 132, None), GemmRows::Rows64);
-            // A small dense launch (96 tiles) fills the GPU better with small CTAs.
-            assert_eq!(gemm_q_rows(arch, 512, 3072, 128, 1.0, 132, None), GemmRows::Rows64);
+            assert_eq!(gemm_q_rows(arch, whole(317), 132, None), GemmRows::Rows64);
+            // A small dense launch (96 tiles at M = 512) fills the GPU better with small CTAs.
+            assert_eq!(gemm_q_rows(arch, whole(96), 132, None), GemmRows::Rows64);
             // 4608 rows dense: 864 tiles, 3.3 waves: 128-row CTAs (64-row ones measured slower).
-            assert_eq!(gemm_q_rows(arch, 4608, 3072, 128, 1.0, 132, None), GemmRows::Rows128);
+            assert_eq!(gemm_q_rows(arch, whole(864), 132, None), GemmRows::Rows128);
         }
         // Between half a wave and 3 waves the modules differ: 634 working tiles (2.4 waves)
         // at M = 33792, r = 0.9; 432 (1.6 waves) at M = 4608, r = 0.5; exactly one wave at
-        // M = 1408; head_dim 64 with 2% computed: a tile works if either of its two heads is
-        // computed, 251 tiles (0.95 waves).
-        assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 128, 0.1, 132, None), GemmRows::Rows64);
-        assert_eq!(gemm_q_rows(Arch::Sm90a, 33_792, 3072, 128, 0.1, 132, None), GemmRows::Rows128);
-        assert_eq!(gemm_q_rows(Arch::Sm80, 4608, 3072, 128, 0.5, 132, None), GemmRows::Rows64);
-        assert_eq!(gemm_q_rows(Arch::Sm90a, 4608, 3072, 128, 0.5, 132, None), GemmRows::Rows128);
-        assert_eq!(gemm_q_rows(Arch::Sm80, 1408, 3072, 128, 1.0, 132, None), GemmRows::Rows64);
-        assert_eq!(gemm_q_rows(Arch::Sm90a, 1408, 3072, 128, 1.0, 132, None), GemmRows::Rows128);
-        assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 64, 0.02, 132, None), GemmRows::Rows64);
-        assert_eq!(gemm_q_rows(Arch::Sm90a, 33_792, 3072, 64, 0.02, 132, None), GemmRows::Rows128);
-        assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 64, 0.1, 132, None), GemmRows::Rows128);
+        // M = 1408 dense.
+        for large in [634, 432, 264] {
+            assert_eq!(gemm_q_rows(Arch::Sm80, whole(large), 132, None), GemmRows::Rows64);
+            assert_eq!(gemm_q_rows(Arch::Sm90a, whole(large), 132, None), GemmRows::Rows128);
+        }
+        // On sm_90a, 64-row CTAs whenever all of them run at once (3 per SM, 396 slots): 175
+        // working tiles (M = 3584, r = 0.74) are 350 of them. At M = 4608, r = 0.75, 216
+        // working tiles are 432: a few would wait for a second wave.
+        assert_eq!(gemm_q_rows(Arch::Sm90a, whole(175), 132, Some(3072)), GemmRows::Rows64);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, whole(198), 132, Some(3072)), GemmRows::Rows64);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, whole(199), 132, Some(3072)), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, whole(216), 132, Some(3072)), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm80, whole(175), 132, Some(3072)), GemmRows::Rows64);
+        assert_eq!(gemm_q_rows(Arch::Sm80, whole(216), 132, Some(3072)), GemmRows::Rows64);
+        // What counts is the 64-row tiles: with 64-token query blocks, 250 working 128-row
+        // tiles may hold only 390 working halves.
+        let halves = GemmQTiles { large: 250, small: 390 };
+        assert_eq!(gemm_q_rows(Arch::Sm90a, halves, 132, Some(3072)), GemmRows::Rows64);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, GemmQTiles { small: 397, ..halves }, 132, None), GemmRows::Rows128);
         // With a split-K workspace, 128-row CTAs whose last wave splits: 317 working tiles at
         // M = 16896, r = 0.9 (264 + 53, cut in 4). Too short a reduction splits nothing.
         for arch in Arch::ALL {
-            assert_eq!(gemm_q_rows(arch, 16_896, 3072, 128, 0.1, 132, Some(3072)), GemmRows::Rows128);
-            assert_eq!(gemm_q_rows(arch, 16_896, 3072, 128, 0.1, 132, Some(64)), GemmRows::Rows64, "k too short");
+            assert_eq!(gemm_q_rows(arch, whole(317), 132, Some(3072)), GemmRows::Rows128);
+            assert_eq!(gemm_q_rows(arch, whole(317), 132, Some(64)), GemmRows::Rows64, "k too short");
         }
-        // 216 working tiles at M = 4608, r = 0.75 (0.8 waves, more than half full: no split);
-        // 86 at M = 4608, r = 0.9 (a third of a wave, split on either module).
-        assert_eq!(gemm_q_rows(Arch::Sm80, 4608, 3072, 128, 0.25, 132, Some(3072)), GemmRows::Rows64);
-        assert_eq!(gemm_q_rows(Arch::Sm90a, 4608, 3072, 128, 0.25, 132, Some(3072)), GemmRows::Rows128);
-        assert_eq!(gemm_q_rows(Arch::Sm80, 4608, 3072, 128, 0.1, 132, Some(3072)), GemmRows::Rows128);
-        assert_eq!(gemm_q_rows(Arch::Sm90a, 4608, 3072, 128, 0.1, 132, Some(3072)), GemmRows::Rows64);
+        // 86 working tiles at M = 4608, r = 0.9 (a third of a wave): split on sm_80; 64-row
+        // CTAs on sm_90a.
+        assert_eq!(gemm_q_rows(Arch::Sm80, whole(86), 132, Some(3072)), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, whole(86), 132, Some(3072)), GemmRows::Rows64);
     }
 
     #[test]
@@ -749,8 +783,8 @@ mod tests {
         assert_eq!(gemm_o_rows(33_792, 3072, true, u32::MAX), GemmRows::Rows64);
         // 6336 tiles are a sliver of a wave: the split rule keeps 128-row CTAs on sm_80, while
         // sm_90a takes 64-row ones below half a wave.
-        assert_eq!(gemm_q_rows(Arch::Sm80, 33_792, 3072, 128, 1.0, u32::MAX, Some(3072)), GemmRows::Rows128);
-        assert_eq!(gemm_q_rows(Arch::Sm90a, 33_792, 3072, 128, 1.0, u32::MAX, Some(3072)), GemmRows::Rows64);
+        assert_eq!(gemm_q_rows(Arch::Sm80, whole(6336), u32::MAX, Some(3072)), GemmRows::Rows128);
+        assert_eq!(gemm_q_rows(Arch::Sm90a, whole(6336), u32::MAX, Some(3072)), GemmRows::Rows64);
         assert_eq!(gemm_q_split(86, 3072, GemmRows::Rows128, u32::MAX).map(|s| s.parts), Some(6));
     }
 

@@ -64,7 +64,9 @@ pub use engine::Engine;
 pub use error::{Error, Result};
 pub use flashomni_kernels::abi;
 pub use flashomni_kernels::abi::{AttentionRows, GEMM_Q_CLUSTER, GemmRows};
-pub use gemm::{GemmOArgs, GemmOMode, GemmQArgs, gemm_o_persistent, gemm_o_rows, gemm_q_clustered, gemm_q_rows};
+pub use gemm::{
+    GemmOArgs, GemmOMode, GemmQArgs, GemmQTiles, gemm_o_persistent, gemm_o_rows, gemm_q_clustered, gemm_q_rows,
+};
 pub use gemm_split::{GemmSplit, GemmWorkspace, gemm_q_split};
 pub use memory::{DeviceArray, DeviceView, DeviceViewMut};
 pub use module::Arch;
