@@ -208,6 +208,11 @@ fn large_cta_wave(multiprocessors: u32) -> u64 {
     u64::from(resident_ctas(GemmRows::Rows128)) * u64::from(multiprocessors)
 }
 
+/// CTA slots of one wave of 64-row CTAs on `multiprocessors` multiprocessors.
+fn small_cta_wave(multiprocessors: u32) -> u64 {
+    u64::from(resident_ctas(GemmRows::Rows64)) * u64::from(multiprocessors)
+}
+
 /// 128-row tiles of an `m × n` output.
 fn large_tiles(m: u32, n: u32) -> f64 {
     f64::from(m.div_ceil(GemmRows::Rows128.rows())) * f64::from(n.div_ceil(GEMM_TILE_N))
@@ -219,7 +224,9 @@ fn large_tiles(m: u32, n: u32) -> f64 {
 pub struct GemmQTiles {
     /// Working tiles of 128 rows.
     pub large: u64,
-    /// Working tiles of 64 rows: between `large` and twice `large`.
+    /// Working tiles of 64 rows: between `large` and twice `large`. The rule only asks
+    /// whether they fit in one wave of 64-row CTAs, so a caller that knows they do not (more
+    /// than a wave of them among the 128-row tiles alone) may pass `large` here.
     pub small: u64,
 }
 
@@ -238,8 +245,7 @@ pub fn gemm_q_rows(arch: Arch, working: GemmQTiles, multiprocessors: u32, split_
         let tiles = u32::try_from(working.large).unwrap_or(u32::MAX);
         gemm_q_split(tiles, k, GemmRows::Rows128, multiprocessors).is_some()
     });
-    let small_wave = u64::from(resident_ctas(GemmRows::Rows64)) * u64::from(multiprocessors);
-    if gemm_q_prefers_large_ctas(arch, waves, split, working.small <= small_wave) {
+    if gemm_q_prefers_large_ctas(arch, waves, split, working.small <= small_cta_wave(multiprocessors)) {
         GemmRows::Rows128
     } else {
         GemmRows::Rows64
@@ -408,8 +414,16 @@ impl Engine {
         let rows = match args.tile_rows {
             Some(rows) => rows,
             None => {
-                let working =
-                    GemmQTiles { large: work_items(GemmRows::Rows128)?.1, small: work_items(GemmRows::Rows64)?.1 };
+                let large = work_items(GemmRows::Rows128)?.1;
+                // Every working 128-row tile holds a working 64-row half, so 128-row tiles
+                // that alone overflow a wave of 64-row CTAs settle the rule's one question
+                // about the 64-row ones: their list is neither built nor uploaded then.
+                let small = if large > small_cta_wave(self.multiprocessors()) {
+                    large
+                } else {
+                    work_items(GemmRows::Rows64)?.1
+                };
+                let working = GemmQTiles { large, small };
                 gemm_q_rows(self.arch(), working, self.multiprocessors(), args.workspace.is_some().then_some(k))
             }
         };
