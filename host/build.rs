@@ -6,9 +6,18 @@
 //! share a target directory beside the workspace's, so they are incremental. Set
 //! `FLASHOMNI_PTX_DIR` to a folder holding prebuilt `flashomni_sm80.ptx` and
 //! `flashomni_sm90a.ptx` to skip the kernel build.
+//!
+//! The device build always runs on the toolchain pinned in the workspace's
+//! `rust-toolchain.toml` (it needs nightly's `-Zbuild-std`), whatever toolchain builds the host
+//! code: a crate on stable Rust can depend on `flashomni`. So the build calls `cargo` through
+//! rustup's proxy from the workspace directory, and drops the variables by which the outer
+//! toolchain would otherwise reach it (`RUSTUP_TOOLCHAIN`, `RUSTC`, `RUSTDOC`). Where PATH has
+//! no `cargo` (a toolchain used without rustup), the outer cargo and rustc build the kernels.
 
 use std::env;
+use std::ffi::OsStr;
 use std::fs;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -47,6 +56,15 @@ fn main() {
     }
 }
 
+/// Which toolchain the device build runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Toolchain {
+    /// The one `rust-toolchain.toml` pins, chosen by rustup's proxy.
+    Pinned,
+    /// The outer build's own cargo and rustc, where no rustup proxy is on PATH.
+    Outer,
+}
+
 /// Runs one kernel build and returns the path of the PTX it wrote.
 fn build_module(workspace: &Path, target_dir: &Path, cpu: &str, features: &str) -> PathBuf {
     let linker = workspace.join("tools/nvptx-link.sh");
@@ -60,31 +78,63 @@ fn build_module(workspace: &Path, target_dir: &Path, cpu: &str, features: &str) 
         "-Cllvm-args=-unroll-threshold=2000".to_owned(),
     ]
     .join("\x1f");
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .current_dir(workspace)
-        .args(["build", "--release", "--package", "flashomni-kernels", "--lib"])
-        .args(["--target", "nvptx64-nvidia-cuda", "-Zbuild-std=core"])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
-        .env("NVPTX_TMP", target_dir.join("link-tmp"));
-    // The outer cargo's wrappers and flags are for host code, not for the device build.
-    for var in [
-        "RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CLIPPY_ARGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_PRIMARY_PACKAGE",
-    ] {
-        command.env_remove(var);
-    }
-    let status = command.status().unwrap_or_else(|err| panic!("cannot run cargo for the kernels: {err}"));
+    let device_build = |cargo: &OsStr, toolchain: Toolchain| {
+        let mut command = Command::new(cargo);
+        command
+            .current_dir(workspace)
+            .args(["build", "--release", "--package", "flashomni-kernels", "--lib"])
+            .args(["--target", "nvptx64-nvidia-cuda", "-Zbuild-std=core"])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .env("CARGO_ENCODED_RUSTFLAGS", &rustflags)
+            .env("NVPTX_TMP", target_dir.join("link-tmp"));
+        if toolchain == Toolchain::Pinned {
+            for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC"] {
+                command.env_remove(var);
+            }
+        }
+        // The outer cargo's wrappers and flags are for host code, not for the device build.
+        for var in [
+            "RUSTC_LINKER",
+            "RUSTFLAGS",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CLIPPY_ARGS",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+            "CARGO_PRIMARY_PACKAGE",
+        ] {
+            command.env_remove(var);
+        }
+        command.status()
+    };
+    // `cargo` from PATH is rustup's proxy, which reads the workspace's toolchain file. The outer
+    // `CARGO` names the outer toolchain's own binary: the fallback where PATH has no cargo.
+    let status = match device_build(OsStr::new("cargo"), Toolchain::Pinned) {
+        Err(err) if err.kind() == ErrorKind::NotFound => match env::var_os("CARGO") {
+            Some(outer) => device_build(&outer, Toolchain::Outer),
+            None => Err(err),
+        },
+        result => result,
+    };
+    let status = status.unwrap_or_else(|err| panic!("cannot run cargo for the kernels: {err}"));
     if !status.success() {
-        panic!("building the GPU kernels for {cpu} failed ({status}); see the output above");
+        let toolchain_file = workspace.join("rust-toolchain.toml");
+        let channel = pinned_channel(&toolchain_file).unwrap_or_else(|| "<its channel>".to_owned());
+        panic!(
+            "building the GPU kernels for {cpu} failed ({status}); see the output above. The kernels \
+             build on the toolchain pinned in {}: install it with `rustup toolchain install \
+             {channel} --component rust-src,llvm-tools`, or set FLASHOMNI_PTX_DIR to a folder of \
+             prebuilt PTX",
+            toolchain_file.display()
+        );
     }
     target_dir.join("nvptx64-nvidia-cuda/release/flashomni_kernels.ptx")
+}
+
+/// The `channel` the toolchain file pins, if it can be read.
+fn pinned_channel(toolchain_file: &Path) -> Option<String> {
+    let text = fs::read_to_string(toolchain_file).ok()?;
+    let line = text.lines().find(|line| line.trim_start().starts_with("channel"))?;
+    Some(line.split('"').nth(1)?.to_owned())
 }

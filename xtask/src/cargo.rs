@@ -13,18 +13,23 @@ pub fn workspace_root() -> PathBuf {
 
 /// A cargo command run from the workspace root with the caller's cargo.
 ///
-/// Where the system has no CUDA driver library, test binaries (which link `libcuda.so.1`)
-/// get the link-time stub from `tools/setup.sh` on their library path, so they start and
-/// report "no GPU" cleanly instead of failing to load. A real driver is never shadowed.
-/// `NCCL_NVLS_ENABLE` is set to 0 unless the caller set it: NCCL must not use NVLink
-/// multicast, and the test binaries need it set before they start (see
-/// `tests/tests/parallel_gpu.rs`).
+/// Its programs find a CUDA driver library ([`with_driver_library`]). `NCCL_NVLS_ENABLE` is
+/// set to 0 unless the caller set it: NCCL must not use NVLink multicast, and the test
+/// binaries need it set before they start (see `tests/tests/parallel_gpu.rs`).
 pub fn command(args: &[&str]) -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(workspace_root()).args(args);
     if std::env::var_os("NCCL_NVLS_ENABLE").is_none() {
         command.env("NCCL_NVLS_ENABLE", "0");
     }
+    with_driver_library(&mut command);
+    command
+}
+
+/// Where the system has no CUDA driver library, puts the link-time stub from `tools/setup.sh`
+/// on `command`'s library path, so programs that link `libcuda.so.1` start and report "no
+/// GPU" cleanly instead of failing to load. A real driver is never shadowed.
+pub fn with_driver_library(command: &mut Command) {
     let stub = workspace_root().join(".tools/cuda/lib64");
     if !system_has_libcuda() && stub.exists() {
         let mut path = std::ffi::OsString::from(&stub);
@@ -34,7 +39,6 @@ pub fn command(args: &[&str]) -> Command {
         }
         command.env("LD_LIBRARY_PATH", path);
     }
-    command
 }
 
 /// Whether the dynamic loader already finds a CUDA driver library.

@@ -6,17 +6,20 @@
 //! - `gpu-bundle`: release test and bench binaries plus run scripts in `gpu-bundle/`, for a
 //!   GPU machine that has no cargo;
 //! - `bench [attention] [gemm] [parallel] [options]`: build and run the benchmark on this
-//!   machine's GPU (options as `flashomni-bench` takes them).
+//!   machine's GPU (options as `flashomni-bench` takes them);
+//! - `downstream`: build and run a crate that depends on `flashomni` on another toolchain
+//!   (stable by default), as a user's crate would.
 
 mod bench;
 mod bundle;
 mod cargo;
+mod downstream;
 mod ptx;
 
 use anyhow::{Result, bail};
 
 const USAGE: &str =
-    "usage: cargo xtask <ptx | test | gpu-bundle | bench [attention] [gemm] [parallel] [bench options]>";
+    "usage: cargo xtask <ptx | test | gpu-bundle | downstream | bench [attention] [gemm] [parallel] [bench options]>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +29,7 @@ fn main() -> Result<()> {
         "test" => test(),
         "gpu-bundle" => bundle::write_bundle().map(|_| ()),
         "bench" => bench::run(rest),
+        "downstream" => downstream::check(),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
