@@ -6,7 +6,8 @@
 //! every KV block dropped are exactly zero, and that nothing was written outside the output.
 //! The reference's softmax scale is the test's own (`1/sqrt(head_dim)`, or a drawn explicit
 //! scale), not the configuration's. Seeds come from a fixed list (regressions) and from
-//! proptest (fresh each run).
+//! proptest (fresh each run). The kernel tests run once per kernel module the GPU runs: on
+//! Hopper both the portable `sm_80` module (the one Ampere GPUs load) and the `sm_90a` one.
 
 use anyhow::{Context, Result, bail, ensure};
 use flashomni::{
@@ -15,7 +16,7 @@ use flashomni::{
 };
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::compare::{Comparison, Tolerance};
-use flashomni_tests::gpu::{GuardedOutput, engine_or_skip, is_poison};
+use flashomni_tests::gpu::{GuardedOutput, engine_or_skip, engines_or_skip, for_each_engine, is_poison};
 use flashomni_tests::random::seeded_rng;
 use flashomni_tests::random::{random_elements, random_symbols};
 use flashomni_tests::reference::attention::{AttentionShape, attention};
@@ -170,72 +171,79 @@ fn run_both_types(engine: &Engine, case: &Case) -> Result<()> {
 
 #[test]
 fn matches_reference_on_fixed_seeds() -> Result<()> {
-    let Some(engine) = engine_or_skip("matches_reference_on_fixed_seeds") else { return Ok(()) };
-    for seed in 0..24 {
-        run_both_types(&engine, &Case::draw(seed))?;
-    }
-    Ok(())
+    for_each_engine("matches_reference_on_fixed_seeds", |engine| {
+        for seed in 0..24 {
+            run_both_types(engine, &Case::draw(seed))?;
+        }
+        Ok(())
+    })
 }
 
 #[test]
 fn matches_reference_on_fresh_seeds() {
-    let Some(engine) = engine_or_skip("matches_reference_on_fresh_seeds") else { return };
-    proptest!(ProptestConfig::with_cases(24), |(seed in any::<u64>())| {
-        let case = Case::draw(seed);
-        run_both_types(&engine, &case).map_err(|err| TestCaseError::fail(format!("{err:#}")))?;
-    });
+    for engine in engines_or_skip("matches_reference_on_fresh_seeds") {
+        let module = engine.arch().target();
+        proptest!(ProptestConfig::with_cases(24), |(seed in any::<u64>())| {
+            let case = Case::draw(seed);
+            run_both_types(&engine, &case)
+                .map_err(|err| TestCaseError::fail(format!("with the {module} kernel module: {err:#}")))?;
+        });
+    }
 }
 
 #[test]
 fn full_sizes_with_masked_tails() -> Result<()> {
-    let Some(engine) = engine_or_skip("full_sizes_with_masked_tails") else { return Ok(()) };
-    for (seed, q_len, kv_len) in [(101, 1000, 1000), (102, 1537, 700), (103, 129, 2049)] {
-        let case = Case {
-            seed,
-            requests: vec![RequestShape::new(q_len, kv_len)],
-            heads: 2,
-            head_dim: 128,
-            kv_layout: KvLayout::TokenMajor,
-            sparsity: Some((0.5, 0.3)),
-            with_lse: true,
-            rows: Some(if seed % 2 == 0 { AttentionRows::Rows64 } else { AttentionRows::Rows128 }),
-            sm_scale: (seed == 102).then_some(0.1),
-        };
-        run_case::<bf16>(&engine, &case)?;
-    }
-    Ok(())
+    for_each_engine("full_sizes_with_masked_tails", |engine| {
+        for (seed, q_len, kv_len) in [(101, 1000, 1000), (102, 1537, 700), (103, 129, 2049)] {
+            let case = Case {
+                seed,
+                requests: vec![RequestShape::new(q_len, kv_len)],
+                heads: 2,
+                head_dim: 128,
+                kv_layout: KvLayout::TokenMajor,
+                sparsity: Some((0.5, 0.3)),
+                with_lse: true,
+                rows: Some(if seed % 2 == 0 { AttentionRows::Rows64 } else { AttentionRows::Rows128 }),
+                sm_scale: (seed == 102).then_some(0.1),
+            };
+            run_case::<bf16>(engine, &case)?;
+        }
+        Ok(())
+    })
 }
 
 #[test]
 fn rows_with_every_kv_block_dropped_are_zero() -> Result<()> {
-    let Some(engine) = engine_or_skip("rows_with_every_kv_block_dropped_are_zero") else { return Ok(()) };
-    let case = Case {
-        seed: 7,
-        requests: vec![RequestShape::new(300, 400), RequestShape::new(64, 0)],
-        heads: 2,
-        head_dim: 64,
-        kv_layout: KvLayout::TokenMajor,
-        sparsity: Some((0.0, 0.0)),
-        with_lse: true,
-        rows: Some(AttentionRows::Rows128),
-        sm_scale: None,
-    };
-    let out = run_case::<bf16>(&engine, &case)?;
-    ensure!(out.iter().all(|x| x.to_f32() == 0.0), "every row must be exactly zero");
-    Ok(())
+    for_each_engine("rows_with_every_kv_block_dropped_are_zero", |engine| {
+        let case = Case {
+            seed: 7,
+            requests: vec![RequestShape::new(300, 400), RequestShape::new(64, 0)],
+            heads: 2,
+            head_dim: 64,
+            kv_layout: KvLayout::TokenMajor,
+            sparsity: Some((0.0, 0.0)),
+            with_lse: true,
+            rows: Some(AttentionRows::Rows128),
+            sm_scale: None,
+        };
+        let out = run_case::<bf16>(engine, &case)?;
+        ensure!(out.iter().all(|x| x.to_f32() == 0.0), "every row must be exactly zero");
+        Ok(())
+    })
 }
 
 #[test]
 fn two_runs_are_bitwise_equal() -> Result<()> {
-    let Some(engine) = engine_or_skip("two_runs_are_bitwise_equal") else { return Ok(()) };
-    for seed in [11, 12, 13] {
-        let case = Case::draw(seed);
-        let first = run_case::<bf16>(&engine, &case)?;
-        let second = run_case::<bf16>(&engine, &case)?;
-        let same = first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits());
-        ensure!(same, "seed {seed}: outputs differ between runs");
-    }
-    Ok(())
+    for_each_engine("two_runs_are_bitwise_equal", |engine| {
+        for seed in [11, 12, 13] {
+            let case = Case::draw(seed);
+            let first = run_case::<bf16>(engine, &case)?;
+            let second = run_case::<bf16>(engine, &case)?;
+            let same = first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits());
+            ensure!(same, "seed {seed}: outputs differ between runs");
+        }
+        Ok(())
+    })
 }
 
 #[test]
