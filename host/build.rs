@@ -40,6 +40,15 @@ fn main() {
 
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let workspace = manifest_dir.parent().expect("host/ lives in the workspace root");
+    if !workspace.join("kernels-gpu/Cargo.toml").is_file() {
+        // A packaged or vendored copy of host/ alone: the kernel sources are not beside it.
+        panic!(
+            "flashomni builds its GPU kernels from kernels-gpu/ beside host/, which {} lacks: \
+             depend on flashomni through its git repository or a path into a checkout, or set \
+             FLASHOMNI_PTX_DIR to a folder of prebuilt flashomni_sm80.ptx and flashomni_sm90a.ptx",
+            workspace.display()
+        );
+    }
     for watched in
         ["kernels-gpu/src", "kernels-gpu/Cargo.toml", "symbols/src", "symbols/Cargo.toml", "tools/nvptx-link.sh"]
     {

@@ -3,9 +3,10 @@
 //! `FLASHOMNI_DOWNSTREAM_TOOLCHAIN` names another), the way a Rust ML stack would use it.
 //!
 //! This checks what the workspace's own builds cannot: that the host crate compiles on that
-//! toolchain, and that its build script still builds the kernels on the pinned nightly rather
-//! than on the caller's toolchain. The program creates an `Engine` and reports either the
-//! device or why there is none, so it also runs on a machine without a GPU.
+//! toolchain, that its build script still builds the kernels on the pinned nightly rather than
+//! on the caller's toolchain, and that the README's dependency example compiles (a second
+//! binary, built, not run: it needs a GPU). The program that runs creates an `Engine` and
+//! reports either the device or why there is none, so it also runs without a GPU.
 
 use std::fs;
 use std::path::Path;
@@ -15,7 +16,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::cargo::{with_driver_library, workspace_root};
 
-/// The downstream crate's manifest; `{host}` is replaced by the path of `host/`.
+/// The downstream crate's manifest; `{root}` is replaced by the workspace path. Its
+/// dependencies are the ones the README's dependency section lists.
 const MANIFEST: &str = r#"[package]
 name = "flashomni-downstream-check"
 version = "0.0.0"
@@ -23,7 +25,9 @@ edition = "2021"
 publish = false
 
 [dependencies]
-flashomni = { path = "{host}" }
+flashomni = { path = "{root}/host" }
+flashomni-symbols = { path = "{root}/symbols" }
+half = "2"
 
 # Standalone: not a member of the flashomni workspace it sits in.
 [workspace]
@@ -38,37 +42,62 @@ const MAIN: &str = r#"fn main() {
 }
 "#;
 
-/// Writes the downstream crate under `target/downstream-check/`, then builds and runs it.
+/// The heading of the README section whose first Rust code block is the dependency example.
+const README_SECTION: &str = "## Using it as a dependency";
+
+/// Writes the downstream crate under `target/downstream-check/`, builds both of its binaries,
+/// and runs the engine check.
 pub fn check() -> Result<()> {
     let toolchain = std::env::var("FLASHOMNI_DOWNSTREAM_TOOLCHAIN").unwrap_or_else(|_| "stable".to_owned());
     let root = workspace_root();
     let crate_dir = root.join("target/downstream-check");
-    write_crate(&crate_dir, &root.join("host"))?;
+    let readme = fs::read_to_string(root.join("README.md")).context("reading README.md")?;
+    write_crate(&crate_dir, &root, &readme_example(&readme)?)?;
 
-    // rustup's proxy with an explicit toolchain: the crate sits inside the workspace, whose
-    // toolchain file would otherwise pick the pinned nightly.
+    println!("downstream: building a crate that depends on flashomni with the {toolchain} toolchain");
+    cargo_on(&toolchain, &crate_dir, &["build", "--quiet", "--bins"])?;
+    cargo_on(&toolchain, &crate_dir, &["run", "--quiet", "--bin", "flashomni-downstream-check"])
+}
+
+/// Runs cargo in `dir` on `toolchain` through rustup's proxy. The toolchain is explicit: the
+/// crate sits inside the workspace, whose toolchain file would otherwise pick the pinned
+/// nightly.
+fn cargo_on(toolchain: &str, dir: &Path, args: &[&str]) -> Result<()> {
     let mut cargo = Command::new("cargo");
     cargo
-        .current_dir(&crate_dir)
-        .args(["run", "--quiet"])
-        .env("RUSTUP_TOOLCHAIN", &toolchain)
+        .current_dir(dir)
+        .args(args)
+        .env("RUSTUP_TOOLCHAIN", toolchain)
         .env_remove("CARGO")
         .env_remove("RUSTC")
         .env_remove("RUSTDOC");
     with_driver_library(&mut cargo);
-    println!("downstream: building a crate that depends on flashomni with the {toolchain} toolchain");
-    let status = cargo.status().context("running cargo for the downstream crate")?;
+    let status =
+        cargo.status().with_context(|| format!("running cargo {} for the downstream crate", args.join(" ")))?;
     if !status.success() {
-        bail!("the downstream crate failed to build or run on the {toolchain} toolchain ({status})");
+        bail!("cargo {} of the downstream crate failed on the {toolchain} toolchain ({status})", args.join(" "));
     }
     Ok(())
 }
 
-/// Writes the manifest and `src/main.rs` of the downstream crate into `dir`.
-fn write_crate(dir: &Path, host: &Path) -> Result<()> {
-    let host = host.to_str().context("the workspace path is not UTF-8")?;
-    fs::create_dir_all(dir.join("src")).with_context(|| format!("creating {}", dir.display()))?;
-    fs::write(dir.join("Cargo.toml"), MANIFEST.replace("{host}", host)).context("writing the manifest")?;
+/// The first Rust code block after the README's dependency heading.
+fn readme_example(readme: &str) -> Result<String> {
+    let section = readme.split_once(README_SECTION).with_context(|| format!("README.md has no `{README_SECTION}`"))?.1;
+    let (_, block) = section
+        .split_once("```rust")
+        .with_context(|| format!("README.md has no Rust code block under `{README_SECTION}`"))?;
+    let (_, body) = block.split_once('\n').context("the README's Rust code block has no body")?;
+    let (code, _) = body.split_once("```").context("the README's Rust code block is not closed")?;
+    Ok(code.to_owned())
+}
+
+/// Writes the manifest, `src/main.rs` and the README example (`src/bin/readme_example.rs`)
+/// of the downstream crate into `dir`.
+fn write_crate(dir: &Path, root: &Path, example: &str) -> Result<()> {
+    let root = root.to_str().context("the workspace path is not UTF-8")?;
+    fs::create_dir_all(dir.join("src/bin")).with_context(|| format!("creating {}", dir.display()))?;
+    fs::write(dir.join("Cargo.toml"), MANIFEST.replace("{root}", root)).context("writing the manifest")?;
     fs::write(dir.join("src/main.rs"), MAIN).context("writing src/main.rs")?;
+    fs::write(dir.join("src/bin/readme_example.rs"), example).context("writing the README example")?;
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! - `bench [attention] [gemm] [parallel] [options]`: build and run the benchmark on this
 //!   machine's GPU (options as `flashomni-bench` takes them);
 //! - `downstream`: build and run a crate that depends on `flashomni` on another toolchain
-//!   (stable by default), as a user's crate would.
+//!   (stable by default), as a user's crate would, with the README's dependency example in it.
 
 mod bench;
 mod bundle;
