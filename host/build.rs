@@ -10,9 +10,9 @@
 //! The device build always runs on the toolchain pinned in the workspace's
 //! `rust-toolchain.toml` (it needs nightly's `-Zbuild-std`), whatever toolchain builds the host
 //! code: a crate on stable Rust can depend on `flashomni`. So the build calls `cargo` through
-//! rustup's proxy from the workspace directory, and drops the variables by which the outer
-//! toolchain would otherwise reach it (`RUSTUP_TOOLCHAIN`, `RUSTC`, `RUSTDOC`). Where PATH has
-//! no `cargo` (a toolchain used without rustup), the outer cargo and rustc build the kernels.
+//! rustup's proxy with `RUSTUP_TOOLCHAIN` set to the pinned channel, and drops the variables by
+//! which the outer toolchain would otherwise reach it (`RUSTC`, `RUSTDOC`). Where PATH has no
+//! `cargo` (a toolchain used without rustup), the outer cargo and rustc build the kernels.
 
 use std::env;
 use std::ffi::OsStr;
@@ -49,9 +49,14 @@ fn main() {
             workspace.display()
         );
     }
-    for watched in
-        ["kernels-gpu/src", "kernels-gpu/Cargo.toml", "symbols/src", "symbols/Cargo.toml", "tools/nvptx-link.sh"]
-    {
+    for watched in [
+        "kernels-gpu/src",
+        "kernels-gpu/Cargo.toml",
+        "symbols/src",
+        "symbols/Cargo.toml",
+        "tools/nvptx-link.sh",
+        "rust-toolchain.toml",
+    ] {
         println!("cargo::rerun-if-changed={}", workspace.join(watched).display());
     }
     let target_dir = env::var_os("CARGO_TARGET_DIR")
@@ -87,6 +92,8 @@ fn build_module(workspace: &Path, target_dir: &Path, cpu: &str, features: &str) 
         "-Cllvm-args=-unroll-threshold=2000".to_owned(),
     ]
     .join("\x1f");
+    let toolchain_file = workspace.join("rust-toolchain.toml");
+    let pinned = pinned_channel(&toolchain_file);
     let device_build = |cargo: &OsStr, toolchain: Toolchain| {
         let mut command = Command::new(cargo);
         command
@@ -100,6 +107,11 @@ fn build_module(workspace: &Path, target_dir: &Path, cpu: &str, features: &str) 
         if toolchain == Toolchain::Pinned {
             for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC"] {
                 command.env_remove(var);
+            }
+            // Named outright, so that no `rustup override` of a parent directory wins over
+            // the toolchain file.
+            if let Some(channel) = &pinned {
+                command.env("RUSTUP_TOOLCHAIN", channel);
             }
         }
         // The outer cargo's wrappers and flags are for host code, not for the device build.
@@ -128,8 +140,7 @@ fn build_module(workspace: &Path, target_dir: &Path, cpu: &str, features: &str) 
     };
     let status = status.unwrap_or_else(|err| panic!("cannot run cargo for the kernels: {err}"));
     if !status.success() {
-        let toolchain_file = workspace.join("rust-toolchain.toml");
-        let channel = pinned_channel(&toolchain_file).unwrap_or_else(|| "<its channel>".to_owned());
+        let channel = pinned.unwrap_or_else(|| "<its channel>".to_owned());
         panic!(
             "building the GPU kernels for {cpu} failed ({status}); see the output above. The kernels \
              build on the toolchain pinned in {}: install it with `rustup toolchain install \
