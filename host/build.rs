@@ -73,7 +73,7 @@ fn main() {
 /// Which toolchain the device build runs on.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Toolchain {
-    /// The one `rust-toolchain.toml` pins, chosen by rustup's proxy.
+    /// The one `rust-toolchain.toml` pins, run by rustup's proxy.
     Pinned,
     /// The outer build's own cargo and rustc, where no rustup proxy is on PATH.
     Outer,
@@ -129,8 +129,9 @@ fn build_module(workspace: &Path, target_dir: &Path, cpu: &str, features: &str) 
         }
         command.status()
     };
-    // `cargo` from PATH is rustup's proxy, which reads the workspace's toolchain file. The outer
-    // `CARGO` names the outer toolchain's own binary: the fallback where PATH has no cargo.
+    // `cargo` from PATH is rustup's proxy, which runs the channel `RUSTUP_TOOLCHAIN` names (or,
+    // if the toolchain file could not be read, the one the file picks for the workspace). The
+    // outer `CARGO` names the outer toolchain's own binary: the fallback where PATH has no cargo.
     let status = match device_build(OsStr::new("cargo"), Toolchain::Pinned) {
         Err(err) if err.kind() == ErrorKind::NotFound => match env::var_os("CARGO") {
             Some(outer) => device_build(&outer, Toolchain::Outer),
