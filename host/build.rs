@@ -63,8 +63,9 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"))
         .join("nvptx-kernels");
+    let pinned = pinned_channel(&workspace.join("rust-toolchain.toml"));
     for (stem, cpu, features) in MODULES {
-        let ptx = build_module(workspace, &target_dir.join(stem), cpu, features);
+        let ptx = build_module(workspace, pinned.as_deref(), &target_dir.join(stem), cpu, features);
         fs::copy(&ptx, out_dir.join(format!("flashomni_{stem}.ptx")))
             .unwrap_or_else(|err| panic!("cannot copy {}: {err}", ptx.display()));
     }
@@ -79,8 +80,9 @@ enum Toolchain {
     Outer,
 }
 
-/// Runs one kernel build and returns the path of the PTX it wrote.
-fn build_module(workspace: &Path, target_dir: &Path, cpu: &str, features: &str) -> PathBuf {
+/// Runs one kernel build on the `pinned` channel of the workspace's toolchain file (if it
+/// could be read) and returns the path of the PTX it wrote.
+fn build_module(workspace: &Path, pinned: Option<&str>, target_dir: &Path, cpu: &str, features: &str) -> PathBuf {
     let linker = workspace.join("tools/nvptx-link.sh");
     let rustflags = [
         format!("-Ctarget-cpu={cpu}"),
@@ -92,8 +94,6 @@ fn build_module(workspace: &Path, target_dir: &Path, cpu: &str, features: &str) 
         "-Cllvm-args=-unroll-threshold=2000".to_owned(),
     ]
     .join("\x1f");
-    let toolchain_file = workspace.join("rust-toolchain.toml");
-    let pinned = pinned_channel(&toolchain_file);
     let device_build = |cargo: &OsStr, toolchain: Toolchain| {
         let mut command = Command::new(cargo);
         command
@@ -110,7 +110,7 @@ fn build_module(workspace: &Path, target_dir: &Path, cpu: &str, features: &str) 
             }
             // Named outright, so that no `rustup override` of a parent directory wins over
             // the toolchain file.
-            if let Some(channel) = &pinned {
+            if let Some(channel) = pinned {
                 command.env("RUSTUP_TOOLCHAIN", channel);
             }
         }
@@ -141,13 +141,13 @@ fn build_module(workspace: &Path, target_dir: &Path, cpu: &str, features: &str) 
     };
     let status = status.unwrap_or_else(|err| panic!("cannot run cargo for the kernels: {err}"));
     if !status.success() {
-        let channel = pinned.unwrap_or_else(|| "<its channel>".to_owned());
+        let channel = pinned.unwrap_or("<its channel>");
         panic!(
             "building the GPU kernels for {cpu} failed ({status}); see the output above. The kernels \
              build on the toolchain pinned in {}: install it with `rustup toolchain install \
              {channel} --component rust-src,llvm-tools`, or set FLASHOMNI_PTX_DIR to a folder of \
              prebuilt PTX",
-            toolchain_file.display()
+            workspace.join("rust-toolchain.toml").display()
         );
     }
     target_dir.join("nvptx64-nvidia-cuda/release/flashomni_kernels.ptx")

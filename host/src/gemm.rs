@@ -213,9 +213,9 @@ fn small_cta_wave(multiprocessors: u32) -> u64 {
     u64::from(resident_ctas(GemmRows::Rows64)) * u64::from(multiprocessors)
 }
 
-/// 128-row tiles of an `m × n` output.
-fn large_tiles(m: u32, n: u32) -> f64 {
-    f64::from(m.div_ceil(GemmRows::Rows128.rows())) * f64::from(n.div_ceil(GEMM_TILE_N))
+/// Tiles of `rows`-row CTAs that cover an `m × n` output.
+fn output_tiles(m: u32, n: u32, rows: GemmRows) -> u64 {
+    u64::from(m.div_ceil(rows.rows())) * u64::from(n.div_ceil(GEMM_TILE_N))
 }
 
 /// The working tiles of a GEMM-Q launch at each CTA size: the tiles that hold a computed
@@ -258,7 +258,7 @@ pub fn gemm_q_rows(arch: Arch, working: GemmQTiles, multiprocessors: u32, split_
 /// CTAs.
 pub fn gemm_o_rows(m: u32, n: u32, large_allowed: bool, multiprocessors: u32) -> GemmRows {
     let wave = large_cta_wave(multiprocessors) as f64;
-    let few_tiles = large_tiles(m, n) < GEMM_O_MIN_WAVES_FOR_LARGE_CTAS * wave;
+    let few_tiles = (output_tiles(m, n, GemmRows::Rows128) as f64) < GEMM_O_MIN_WAVES_FOR_LARGE_CTAS * wave;
     if !large_allowed || few_tiles { GemmRows::Rows64 } else { GemmRows::Rows128 }
 }
 
@@ -408,7 +408,7 @@ impl Engine {
                         .gemm_q_tiles(shape, |segment| active_tiles(segment, shape, args.heads, symbols.block_q))?;
                     Ok((tiles, u64::from(count)))
                 }
-                None => Ok((0, u64::from(m.div_ceil(rows.rows())) * u64::from(n.div_ceil(GEMM_TILE_N)))),
+                None => Ok((0, output_tiles(m, n, rows))),
             }
         };
         let rows = match args.tile_rows {
