@@ -36,10 +36,17 @@ pub fn shared_base() -> u32 {
 }
 
 /// CTA-wide barrier (`bar.sync 0`). Every thread of the CTA must reach it.
+///
+/// It is LLVM's `llvm.nvvm.barrier0`, not an `asm!` block: the intrinsic is *convergent*, so
+/// LLVM may not duplicate it into divergent paths. As `asm!` it was, in an experiment build
+/// (docs/PERF.md, runs 153–155): "thread 0 initialises the barriers; barrier; thread 0 issues
+/// a copy" was threaded into one `bar.sync` for thread 0 and another for the rest of its warp,
+/// which `bar.sync` (aligned) does not allow, and the kernel hung. The committed kernels
+/// assemble to the same PTX either way.
 #[inline(always)]
 pub fn sync_threads() {
     // SAFETY: a barrier only orders memory; callers keep control flow CTA-uniform.
-    unsafe { asm!("bar.sync 0;", options(nostack)) };
+    unsafe { core::arch::nvptx::_syncthreads() };
 }
 
 /// Barrier `id` (0–15) for `threads` threads (a multiple of 32; `bar.sync id, threads`): the
