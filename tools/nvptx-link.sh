@@ -65,8 +65,31 @@ for input in "${inputs[@]}"; do
 done
 
 "$llvm_bin/llvm-link" "${bitcode[@]}" -o "$scratch/linked.bc"
+
+# Inline asm that every thread of a warp (or CTA) must execute together is convergent, as clang
+# makes all inline asm when it compiles CUDA. rustc marks no `asm!` so, and without the attribute
+# LLVM may duplicate such a call into divergent paths, sink it into a branch or speculate it out
+# of one (docs/PERF.md, runs 153-155: a jump-threaded `bar.sync` hung a kernel). PTX names these
+# instructions itself: `.sync` (`bar.sync`, `shfl.sync`, `vote.sync`, `mma.sync`, `ldmatrix.sync`,
+# `wgmma.*.sync`, `setmaxnreg.*.sync`) or `.aligned`; `bar.arrive` and `bar.red` are aligned
+# too. Per-thread asm (copies, `mbarrier`s, loads and stores, conversions) stays unmarked, so
+# LLVM may still unroll the one-lane copy loops that hold it (marking everything cost the
+# persistent GEMM-O 3%, run 159). One call per line; its function attributes close the line,
+# before the metadata attachments. A call left unmarked stops the build.
+"$llvm_bin/llvm-dis" "$scratch/linked.bc" -o "$scratch/linked.ll"
+collective_asm=' call .* asm (sideeffect )?"([^"]*\.(sync|aligned)[^a-z0-9_]|([^"]*[^"a-z.])?bar\.)'
+sed -E "/$collective_asm/s/^(.*)\) (#[0-9]+)((, ![a-z.]+ ![0-9]+)*)\$/\1) convergent \2\3/" \
+  "$scratch/linked.ll" > "$scratch/convergent.ll"
+collective="$(grep -cE "$collective_asm" "$scratch/convergent.ll" || true)"
+marked="$(grep -cE "$collective_asm.*\\) convergent #[0-9]+" "$scratch/convergent.ll" || true)"
+if [[ "$collective" != "$marked" ]]; then
+  echo "nvptx-link: marked $marked of $collective warp-collective inline-asm calls convergent" >&2
+  exit 1
+fi
+"$llvm_bin/llvm-as" "$scratch/convergent.ll" -o "$scratch/convergent.bc"
+
 public_api="$(IFS=,; echo "${exports[*]}")"
-"$llvm_bin/opt" "$scratch/linked.bc" -o "$scratch/optimized.bc" \
+"$llvm_bin/opt" "$scratch/convergent.bc" -o "$scratch/optimized.bc" \
   --internalize-public-api-list="$public_api" \
   -passes="internalize,globaldce,default<${opt_level#-}>" \
   -mtriple=nvptx64-nvidia-cuda -mcpu="$cpu" -mattr="$features"

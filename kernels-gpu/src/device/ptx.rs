@@ -41,8 +41,9 @@ pub fn shared_base() -> u32 {
 /// LLVM may not duplicate it into divergent paths. As `asm!` it was, in an experiment build
 /// (docs/PERF.md, runs 153–155): "thread 0 initialises the barriers; barrier; thread 0 issues
 /// a copy" was threaded into one `bar.sync` for thread 0 and another for the rest of its warp,
-/// which `bar.sync` (aligned) does not allow, and the kernel hung. The committed kernels
-/// assemble to the same PTX either way.
+/// which `bar.sync` (aligned) does not allow, and the kernel hung. The link step now also marks
+/// every warp-collective `asm!` call convergent (`tools/nvptx-link.sh`), which covers
+/// [`sync_named`], the shuffles, the votes and the tensor-core instructions.
 #[inline(always)]
 pub fn sync_threads() {
     // SAFETY: a barrier only orders memory; callers keep control flow CTA-uniform.

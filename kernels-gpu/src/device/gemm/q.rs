@@ -57,24 +57,26 @@ unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
     // Which of the tile's (q block, head) pairs are computed: any → run, all → no filtering.
     // A listed tile holds a computed pair, so one inside a single pair is wholly computed: its
     // bit is not read, which keeps a dependent load off the path to the first copies.
-    let (qb_first, qb_last) = (first_token / block_q, (first_token + rows - 1) / block_q);
-    let (head_first, head_last) = (n0 / head_dim, (n0 + cols - 1) / head_dim);
-    let one_listed_pair = p.tiles != 0 && qb_first == qb_last && head_first == head_last;
     let (mut any, mut all) = (true, true);
-    if !segment.is_null() && !one_listed_pair {
-        any = false;
-        let mut qb = qb_first;
-        while qb <= qb_last {
-            let mut head = head_first;
-            while head <= head_last {
-                // SAFETY: the host checked that request 0 covers tokens up to
-                // token_offset + m, so the segment holds every (qb, head) bit of the grid.
-                let bit = unsafe { symbol_bit(segment, qb * p.heads + head) };
-                any |= bit;
-                all &= bit;
-                head += 1;
+    if !segment.is_null() {
+        let (qb_first, qb_last) = (first_token / block_q, (first_token + rows - 1) / block_q);
+        let (head_first, head_last) = (n0 / head_dim, (n0 + cols - 1) / head_dim);
+        let one_listed_pair = p.tiles != 0 && qb_first == qb_last && head_first == head_last;
+        if !one_listed_pair {
+            any = false;
+            let mut qb = qb_first;
+            while qb <= qb_last {
+                let mut head = head_first;
+                while head <= head_last {
+                    // SAFETY: the host checked that request 0 covers tokens up to
+                    // token_offset + m, so the segment holds every (qb, head) bit of the grid.
+                    let bit = unsafe { symbol_bit(segment, qb * p.heads + head) };
+                    any |= bit;
+                    all &= bit;
+                    head += 1;
+                }
+                qb += 1;
             }
-            qb += 1;
         }
     }
     if !any {
