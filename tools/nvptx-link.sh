@@ -3,8 +3,9 @@
 #
 # rustc's own `llvm-bitcode-linker` component is not available from our toolchain mirror, so this
 # script plays its role: the rlibs and object files rustc hands us hold LLVM bitcode; we link them
-# into one module with `llvm-link`, internalize everything except the exported kernel entries,
-# optimize with `opt`, and lower to PTX with `llc`. The result is one self-contained PTX module.
+# into one module with `llvm-link`, mark its warp-collective inline asm convergent (below),
+# internalize everything except the exported kernel entries, optimize with `opt`, and lower to
+# PTX with `llc`. The result is one self-contained PTX module.
 #
 # Knobs (environment): NVPTX_TMP (scratch root), NVPTX_KEEP=1 (keep scratch), NVPTX_LLC_FLAGS.
 set -euo pipefail
