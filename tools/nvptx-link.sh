@@ -88,10 +88,9 @@ if [[ "$collective" == 0 || "$collective" != "$marked" ]]; then
   echo "nvptx-link: marked $marked of $collective warp-collective inline-asm calls convergent" >&2
   exit 1
 fi
-"$llvm_bin/llvm-as" "$scratch/convergent.ll" -o "$scratch/convergent.bc"
 
 public_api="$(IFS=,; echo "${exports[*]}")"
-"$llvm_bin/opt" "$scratch/convergent.bc" -o "$scratch/optimized.bc" \
+"$llvm_bin/opt" "$scratch/convergent.ll" -o "$scratch/optimized.bc" \
   --internalize-public-api-list="$public_api" \
   -passes="internalize,globaldce,default<${opt_level#-}>" \
   -mtriple=nvptx64-nvidia-cuda -mcpu="$cpu" -mattr="$features"
