@@ -70,7 +70,7 @@ done
 # Inline asm that every thread of a warp (or CTA) must execute together is convergent, as clang
 # makes all inline asm when it compiles CUDA. rustc marks no `asm!` so, and without the attribute
 # LLVM may duplicate such a call into divergent paths, sink it into a branch or speculate it out
-# of one (docs/PERF.md, runs 153-155: a jump-threaded `bar.sync` hung a kernel). PTX names these
+# of one (docs/perf-journal.md, runs 153-155: a jump-threaded `bar.sync` hung a kernel). PTX names these
 # instructions itself: `.sync` (`bar.sync`, `shfl.sync`, `vote.sync`, `mma.sync`, `ldmatrix.sync`,
 # `wgmma.*.sync`, `setmaxnreg.*.sync`) or `.aligned`; `bar.arrive` and `bar.red` are aligned
 # too. Per-thread asm (copies, `mbarrier`s, loads and stores, conversions) stays unmarked, so

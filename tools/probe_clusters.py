@@ -7,7 +7,7 @@ Measures the SM-to-partition map twice with tools/probe_l2_partitions.py (after 
 set of lines, the SMs of its partition load them fast), then launches kernels declared with
 `.reqnctapercluster N` (N = 2, 4, 8; one and two CTAs per SM, forced by dynamic shared
 memory) that record each CTA's `%smid`, and counts the clusters whose SMs lie in both
-partitions. docs/PERF.md, run 89: none on the H200, which is why GEMM-Q's clusters keep the
+partitions. docs/perf-journal.md, run 89: none on the H200, which is why GEMM-Q's clusters keep the
 two tiles of a row block of X on one side of the L2.
 """
 import collections, os, sys

@@ -3,7 +3,7 @@
 Usage on the GPU machine (needs PyTorch and the driver's libcuda.so.1; hand-written PTX for
 sm_90a, loaded through the driver API):  python3 tools/probe_l2_partitions.py OUT_DIR
 Writes OUT_DIR/probe.json (mean cycles per load, per SM, for each launch below) and
-OUT_DIR/shared.pt, and prints the map. docs/PERF.md (runs 84, 86, 87): two partitions of 66 SMs on
+OUT_DIR/shared.pt, and prints the map. docs/perf-journal.md (runs 84, 86, 87): two partitions of 66 SMs on
 the H200, with a map that differs between machine starts, so probe it on the machine you use.
 
 Launch 1 (touch): the CTAs on SM `src` read every line of R regions (one per SM).

@@ -48,7 +48,6 @@ mod element;
 mod engine;
 mod error;
 mod gemm;
-mod gemm_split;
 mod launch;
 mod memory;
 mod module;
@@ -65,8 +64,8 @@ pub use error::{Error, Result};
 pub use flashomni_kernels::abi;
 pub use flashomni_kernels::abi::{AttentionRows, GEMM_Q_CLUSTER, GemmRows};
 pub use gemm::{
-    GemmOArgs, GemmOMode, GemmQArgs, GemmQTiles, gemm_o_persistent, gemm_o_rows, gemm_q_clustered, gemm_q_rows,
+    GemmOArgs, GemmOMode, GemmQArgs, GemmQTiles, GemmSplit, GemmWorkspace, gemm_o_persistent, gemm_o_rows,
+    gemm_q_clustered, gemm_q_rows, gemm_q_split,
 };
-pub use gemm_split::{GemmSplit, GemmWorkspace, gemm_q_split};
 pub use memory::{DeviceArray, DeviceView, DeviceViewMut};
 pub use module::Arch;

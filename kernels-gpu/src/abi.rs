@@ -348,7 +348,7 @@ pub struct GemmParams {
 }
 
 /// CTAs per thread-block cluster of a clustered GEMM-Q launch on `sm_90a`. A cluster runs on
-/// one GPC, and on the H200 no cluster spans both sides of the L2 (docs/PERF.md, run 89), so
+/// one GPC, and on the H200 no cluster spans both sides of the L2 (docs/perf-journal.md, run 89), so
 /// the two neighbouring tiles of a cluster (mostly one row block of `X`) run on one side of it.
 /// Such launches moved 4–5% fewer L2 bytes (run 95); the mechanism was not isolated.
 pub const GEMM_Q_CLUSTER: u32 = 2;

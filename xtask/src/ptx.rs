@@ -35,7 +35,7 @@ struct Resources {
     spill_bytes: u32,
     shared_bytes: u32,
     /// ptxas serialized the kernel's `wgmma`s (advisory C7515: non-`wgmma` instructions define
-    /// accumulators inside the pipeline), which costs ~10% in the GEMMs (docs/PERF.md, run 114).
+    /// accumulators inside the pipeline), which costs ~10% in the GEMMs (docs/perf-journal.md, run 114).
     serialized_wgmma: bool,
 }
 
@@ -78,7 +78,7 @@ fn parse_report(report: &str) -> Vec<Resources> {
 
 /// Entries of a PTX module that declare local memory (`.local`, e.g. an array LLVM could not
 /// keep in registers). ptxas may still promote such an array to registers, but the driver's
-/// JIT compiler need not (run 30 in docs/PERF.md: a local accumulator array the CUDA 13 driver
+/// JIT compiler need not (run 30 in docs/perf-journal.md: a local accumulator array the CUDA 13 driver
 /// kept in local memory made split GEMM-Q launches 3× slower), so none is allowed.
 fn entries_with_local_memory(ptx: &str) -> Vec<String> {
     let mut entries = Vec::new();

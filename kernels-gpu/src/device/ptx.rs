@@ -39,7 +39,7 @@ pub fn shared_base() -> u32 {
 ///
 /// It is LLVM's `llvm.nvvm.barrier0`, not an `asm!` block: the intrinsic is *convergent*, so
 /// LLVM may not duplicate it into divergent paths. As `asm!` it was, in an experiment build
-/// (docs/PERF.md, runs 153–155): "thread 0 initialises the barriers; barrier; thread 0 issues
+/// (docs/perf-journal.md, runs 153–155): "thread 0 initialises the barriers; barrier; thread 0 issues
 /// a copy" was threaded into one `bar.sync` for thread 0 and another for the rest of its warp,
 /// which `bar.sync` (aligned) does not allow, and the kernel hung. The link step now also marks
 /// every warp-collective `asm!` call convergent (`tools/nvptx-link.sh`), which covers

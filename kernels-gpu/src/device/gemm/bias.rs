@@ -4,7 +4,7 @@
 //! f32 accumulators at the bias. The loads and conversions then run while the CTA waits for
 //! its first k-tile, and nothing is left for the epilogue, which runs while the tensor cores
 //! of the CTA's multiprocessor have nothing else to do. Adding the bias at the end cost
-//! GEMM-Q 3–7% (docs/PERF.md, runs 107–113). The sums differ only in where the bias enters
+//! GEMM-Q 3–7% (docs/perf-journal.md, runs 107–113). The sums differ only in where the bias enters
 //! the f32 accumulation.
 //!
 //! The bias pairs are read with predicated loads, not behind a branch: with a branch the

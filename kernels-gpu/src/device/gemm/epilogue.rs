@@ -18,7 +18,7 @@
 //!    `(row, chunk)` the caller's predicate rejects.
 //!
 //! Keeping the streamed `C` and output out of L2's way leaves it to the operands that every
-//! CTA of a row or column re-reads (docs/PERF.md, runs 28–29: GEMM-O active at r = 0.9 ~5%
+//! CTA of a row or column re-reads (docs/perf-journal.md, runs 28–29: GEMM-O active at r = 0.9 ~5%
 //! faster).
 
 use super::copy::StageSource;

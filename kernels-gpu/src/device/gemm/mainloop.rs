@@ -19,7 +19,7 @@
 //!
 //! A's lines enter L2 evict-first: the CTAs that share an A row block (the column tiles of
 //! one row, adjacent in launch order) run at the same time, while W's lines are re-read by
-//! every row block over the whole launch and should be what L2 keeps (docs/PERF.md, run 34:
+//! every row block over the whole launch and should be what L2 keeps (docs/perf-journal.md, run 34:
 //! dense GEMM-Q 2–4% faster, sparse GEMM-Q up to 8%, GEMM-O unchanged). On `sm_90a` W's
 //! copies also mark its lines evict-last, so that the A, `C` and output streams cannot push
 //! them out (runs 130–131: sparse GEMM-Q at M = 33792 3–6% faster, dense ~1%; attention

@@ -13,7 +13,7 @@
 //! The `C` tile of active mode is copied into shared memory as the main loop's tail (in the
 //! stage after the last k-tile's, overlapping the last k-tiles; `cp.async` in the portable
 //! module, two tensor-memory boxes on `sm_90a`). An L2 prefetch of it at the CTA's start no
-//! longer pays once `C` streams through L2 as evict-first (docs/PERF.md, runs 28–29).
+//! longer pays once `C` streams through L2 as evict-first (docs/perf-journal.md, runs 28–29).
 
 use super::bias::starting_accumulators;
 use super::copy::StageSource;

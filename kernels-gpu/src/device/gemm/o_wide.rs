@@ -28,7 +28,7 @@
 //! argument about how far a warp barrier carries the other lanes' accesses, and
 //! `compute-sanitizer --tool racecheck` can follow it (with one arrival per warp it reported
 //! hazards on the queue and the output slots). The extra arrivals cost nothing measurable
-//! (docs/PERF.md, run 91).
+//! (docs/perf-journal.md, run 91).
 //!
 //! Both sides count ring slots over the whole launch (`ring`): slot `r` uses stage
 //! `r % STAGES` in that stage's fill `r / STAGES`, whose parity names the barrier phase; the
@@ -36,7 +36,7 @@
 //! phase from the one two before it, so every consumer waits for every fill of every stage,
 //! in order (also the other consumer's output slots): no wait is ever more than one phase
 //! ahead of its barrier. A schedule whose consumers skip each other's fills needs a barrier
-//! that orders their waits (docs/PERF.md, runs 59–61).
+//! that orders their waits (docs/perf-journal.md, runs 59–61).
 
 use super::bias::starting_accumulators;
 use super::copy::{StageSource, TensorMaps};

@@ -9,7 +9,7 @@
 //! [`settle`] then waits only for the previous k-tile's group. So the tensor cores always have
 //! the next group queued while the warps wait, pass the barrier and issue copies: a CTA alone
 //! on its multiprocessor keeps them busy too (with a wait for every group before the barrier,
-//! a lone CTA ran at ~78% of the rate of two, docs/PERF.md run 75).
+//! a lone CTA ran at ~78% of the rate of two, docs/perf-journal.md run 75).
 
 use super::{Accumulators, NT, WARP_N};
 use crate::abi::GEMM_TILE_K;

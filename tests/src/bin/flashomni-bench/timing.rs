@@ -2,7 +2,7 @@
 //!
 //! The pause is there because of the GPU's power management. Under sustained load the H200's
 //! software power cap lowers the SM clock after about 80 ms, and dense GEMMs then run 19%
-//! slower, the sparse ones 12–13% (docs/PERF.md, run 103). Without a pause, a case that follows
+//! slower, the sparse ones 12–13% (docs/perf-journal.md, run 103). Without a pause, a case that follows
 //! heavy ones is timed at capped clocks while the first case of a size is timed at full clock,
 //! which skews every ratio between them. After half a second idle the clock is back up, so each
 //! case starts from the state that the anchor script (a few tens of milliseconds of work per

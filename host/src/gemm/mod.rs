@@ -1,0 +1,41 @@
+//! The sparse projections around attention: GEMM-Q and GEMM-O.
+//!
+//! Both compute `out = addend + A·Wᵀ` on tensor cores, with `A` `[m, k]` and `W` `[n, k]`
+//! row-major (`W` as a Linear layer stores it), f32 accumulation and 16-bit storage:
+//! - [`Engine::gemm_q`] (the Q projection) skips the output elements of cached (query block,
+//!   head) pairs: they are neither computed nor written, so they keep what the buffer holds.
+//! - [`Engine::gemm_o`] (the output projection) splits the reduction axis by head and sums
+//!   either the cached heads plus the bias ([`GemmOMode::Cache`], producing the cache `C`) or
+//!   the computed heads plus `C` ([`GemmOMode::Active`]). Cache followed by active mode over
+//!   the same symbols is the dense projection.
+//!
+//! Row `r` of `A` and of the output is token `token_offset + r` of the attention sequence of
+//! the symbols' request 0, in query block `(token_offset + r) / block_q`.
+//!
+//! Each GEMM has two kernels, CTAs of 128 or of 64 output rows ([`GemmRows`]). The 64-row one
+//! holds half the accumulators, so more CTAs share a multiprocessor; it pays off when the
+//! launch has too few CTAs to fill the GPU. Unless the call sets `tile_rows`, the launcher
+//! picks one from the multiprocessor count, the kernel module and the work: for GEMM-Q the
+//! working tiles of either size, counted exactly from request 0's S_c when it builds the
+//! tile lists ([`gemm_q_rows`]); for GEMM-O the shape ([`gemm_o_rows`]), and for its
+//! persistent kernel the computed fraction of (128-row tile, head) pairs that uploading the
+//! symbols counted for attention ([`gemm_o_persistent`]).
+//!
+//! L2 cache policy: `A`, `C` and the output pass through L2 as the first lines to be evicted.
+//! With the `sm_90a` module, `W`'s lines enter L2 as the last to be evicted and keep that
+//! priority after the call, until other accesses re-mark them or L2 has nothing else to evict:
+//! up to `n · k` elements (19 MB for a 3072 × 3072 bf16 weight) stay ranked above the normal
+//! lines of the kernels that follow. Attention launched right after measured the same
+//! (docs/perf-journal.md, run 131).
+
+mod args;
+mod check;
+mod launch;
+mod o;
+mod plan;
+mod q;
+mod split;
+
+pub use args::{GemmOArgs, GemmOMode, GemmQArgs};
+pub use plan::{GemmQTiles, gemm_o_persistent, gemm_o_rows, gemm_q_clustered, gemm_q_rows};
+pub use split::{GemmSplit, GemmWorkspace, gemm_q_split};
