@@ -153,9 +153,9 @@ pub const GEMM_THREADS: u32 = 32 * GEMM_WARPS_M * GEMM_WARPS_N;
 
 /// How many output rows one GEMM CTA computes; each size is its own kernel entry.
 ///
-/// Both use [`GEMM_THREADS`] threads as 2 × 2 warps and [`GEMM_TILE_N`] columns; they differ
-/// in rows (so in accumulators per thread) and in `cp.async` pipeline depth, which together
-/// set the registers and shared memory per CTA, so how many CTAs share a multiprocessor.
+/// Both use [`GEMM_THREADS`] threads as 2 × 2 warps, [`GEMM_TILE_N`] columns and 3 pipeline
+/// stages; they differ in rows (so in accumulators per thread and stage size), which sets the
+/// registers and shared memory per CTA, so how many CTAs share a multiprocessor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmRows {
     /// 64 rows, 3 pipeline stages (~73 KiB of shared memory): 3 resident CTAs per H100/H200

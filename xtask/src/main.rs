@@ -1,8 +1,8 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
 //! - `ptx`: assemble every embedded PTX module with ptxas (sm_80, sm_90a) and fail on any
-//!   stack frame or spill in a kernel;
-//! - `test`: the full test suite, exactly what CI runs after fmt and clippy;
+//!   stack frame, spill, local memory or serialized `wgmma` in a kernel;
+//! - `test`: the full test suite, what CI runs between clippy and `downstream`;
 //! - `gpu-bundle`: release test and bench binaries plus run scripts in `gpu-bundle/`, for a
 //!   GPU machine that has no cargo;
 //! - `bench [attention] [gemm] [parallel] [options]`: build and run the benchmark on this
