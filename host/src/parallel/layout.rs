@@ -153,7 +153,7 @@ impl UlyssesLayout {
 /// # Safety
 /// Both buffers must be device memory of the current context covering every element the copy
 /// touches, alive until the stream has run the copy, and must not overlap.
-pub(super) unsafe fn copy_on_device<T: Plain>(copy: &StridedCopy, src: u64, dst: u64, stream: &Stream) -> Result<()> {
+unsafe fn copy_on_device<T: Plain>(copy: &StridedCopy, src: u64, dst: u64, stream: &Stream) -> Result<()> {
     if copy.rows == 0 || copy.width == 0 {
         return Ok(());
     }
