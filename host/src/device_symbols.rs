@@ -25,13 +25,15 @@ pub struct DeviceSymbols {
     pub(crate) block_kv: u32,
     pub(crate) requests: Vec<RequestShape>,
     /// The attention work list of the computed blocks, heaviest first, and its item count;
-    /// `None` when `block_q` is not a multiple of the attention work-item rows.
+    /// `None` when the symbols cannot drive attention (`block_q` not a multiple of the
+    /// attention work-item rows, or more query tokens × heads than any attention plan takes).
     pub(crate) attention_work: Option<(DeviceArray<u32>, u32)>,
     /// Request 0's packed S_c segment on the host (the GEMMs read request 0 only).
     pub(crate) caching_host: Vec<u8>,
     /// GEMM-Q tile lists already built for these bits, by launch shape (at most
     /// [`MAX_TILE_LISTS`]). Entries stay until [`DeviceSymbols::update`] or until the cache is
-    /// full; both first wait for every launch that may read them.
+    /// full; both first wait for every launch that may read them. Launches are enqueued under
+    /// this lock (`with_gemm_q_tiles`), so none can still be on its way to the queue then.
     pub(crate) gemm_q_tiles: Mutex<HashMap<GemmTileShape, (DeviceArray<u32>, u32)>>,
 }
 
@@ -64,6 +66,7 @@ fn request0_caching(view: &SymbolsView<'_>) -> Vec<u8> {
 fn upload_attention_work(view: &SymbolsView<'_>) -> Result<Option<(DeviceArray<u32>, u32)>> {
     schedule::sparse_work(view)
         .map(|work| {
+            // At most u32::MAX / 64 (token, head) pairs, so the count fits.
             let items = (work.len() / 3) as u32;
             // A launch needs at least one element to point at, even with no item.
             let array =
@@ -124,30 +127,36 @@ impl DeviceSymbols {
         Ok(())
     }
 
-    /// The device address and length of the GEMM-Q tile list for `shape`, built by `build`
-    /// from request 0's S_c bytes the first time this shape is launched. Must be called with
-    /// the symbols' context current (the list is allocated there, and a full cache is emptied
-    /// after waiting for that context's launches).
-    pub(crate) fn gemm_q_tiles(
+    /// Runs `use_list` with the device address and length of the GEMM-Q tile list for
+    /// `shape`, built by `build` from request 0's S_c bytes the first time this shape is
+    /// launched. Must be called with the symbols' context current (the list is allocated
+    /// there, and a full cache is emptied after waiting for that context's launches).
+    ///
+    /// The lists stay locked while `use_list` runs, so a launch that reads the list must be
+    /// enqueued inside it: then every launch holding a list's address is enqueued before any
+    /// other caller can free that list, and the wait before an eviction covers it.
+    pub(crate) fn with_gemm_q_tiles<R>(
         &self,
         shape: GemmTileShape,
         build: impl FnOnce(&[u8]) -> Vec<u32>,
-    ) -> Result<(u64, u32)> {
+        use_list: impl FnOnce(u64, u32) -> Result<R>,
+    ) -> Result<R> {
         let mut lists = self.gemm_q_tiles.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((tiles, count)) = lists.get(&shape) {
-            return Ok((tiles.view().address(), *count));
+            return use_list(tiles.view().address(), *count);
         }
         if lists.len() >= MAX_TILE_LISTS {
             cust::context::CurrentContext::synchronize().during("waiting for launches that read old tile lists")?;
             lists.clear();
         }
         let tiles = build(&self.caching_host);
-        let count = (tiles.len() / 2) as u32;
+        let count = u32::try_from(tiles.len() / 2)
+            .map_err(|_| crate::Error::InvalidShape(format!("a GEMM-Q tile list of {} tiles", tiles.len() / 2)))?;
         // A launch needs an address even for an empty list.
         let array = DeviceArray::from_host(if tiles.is_empty() { &[0u32; 2] } else { &tiles })?;
         let address = array.view().address();
         lists.insert(shape, (array, count));
-        Ok((address, count))
+        use_list(address, count)
     }
 
     /// Heads the symbols were built for.

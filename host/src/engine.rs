@@ -31,6 +31,13 @@ fn entries(arch: Arch) -> impl Iterator<Item = &'static KernelAbi> {
 /// The engine retains the device's **primary** context, the one the CUDA runtime and other
 /// Rust CUDA stacks (cudarc, candle) use, so device pointers can be shared with them. The
 /// kernel module is loaded once, and every entry is resolved and configured up front.
+///
+/// Every buffer, [`DeviceSymbols`](crate::DeviceSymbols), plan and workspace passed to an
+/// engine must live on the engine's device: they are allocated in the context current when
+/// they are made, which is the last engine's (or [`Engine::make_current`]'s) on the calling
+/// thread. The launchers do not check where an address points, so with several devices in
+/// one process a buffer of another device makes the kernel fault
+/// (`CUDA_ERROR_ILLEGAL_ADDRESS` at the next synchronisation, and the context is lost).
 pub struct Engine {
     // Field order matters: the stream and module go before the context they live in.
     stream: Stream,

@@ -48,11 +48,20 @@ pub(crate) fn dense_work(requests: &[RequestShape], heads: u32) -> Vec<u32> {
     flatten(items)
 }
 
-/// The computed items of `symbols`, most kept keys first; `None` when the query block size
-/// is not a multiple of the work-item rows (such symbols cannot drive attention).
+/// Most query (token, head) pairs an attention launch can have: `AttentionPlan::new` keeps
+/// tokens × heads × head_dim within 32 bits, and head_dim is at least 64.
+const MAX_QUERY_TOKEN_HEADS: u64 = u32::MAX as u64 / 64;
+
+/// The computed items of `symbols`, most kept keys first; `None` when such symbols cannot
+/// drive attention: the query block size is not a multiple of the work-item rows, or the
+/// requests hold more query (token, head) pairs than any attention plan accepts (their list
+/// could be gigabytes).
 pub(crate) fn sparse_work(symbols: &SymbolsView<'_>) -> Option<Vec<u32>> {
     let geometry = symbols.geometry();
-    if !geometry.block_q().is_multiple_of(ATTENTION_TILE_Q) {
+    let query_tokens: u64 = geometry.requests().iter().map(|request| u64::from(request.q_len)).sum();
+    if !geometry.block_q().is_multiple_of(ATTENTION_TILE_Q)
+        || query_tokens * u64::from(geometry.heads()) > MAX_QUERY_TOKEN_HEADS
+    {
         return None;
     }
     let block_kv = geometry.block_kv();
@@ -137,6 +146,14 @@ mod tests {
     fn sparse_work_needs_whole_work_items_per_query_block() {
         let requests = [RequestShape::new(300, 300)];
         let geometry = SymbolGeometry::new(2, 64, 128, &requests).unwrap();
+        assert!(sparse_work(&PackedSymbols::dense(&geometry).view()).is_none());
+    }
+
+    #[test]
+    fn sparse_work_is_not_built_for_more_query_tokens_than_attention_takes() {
+        // Three bytes of S_c over 2^31 query tokens: a work list would hold 2^24 × 24 items.
+        let requests = [RequestShape::new(1 << 31, 0)];
+        let geometry = SymbolGeometry::new(24, 1 << 31, 128, &requests).unwrap();
         assert!(sparse_work(&PackedSymbols::dense(&geometry).view()).is_none());
     }
 

@@ -134,7 +134,8 @@ pub const fn attention_entry(element: ElementKind, head_dim: u32, rows: Attentio
 }
 
 /// Dynamic shared memory an attention CTA needs: one Q tile plus two stages of K and V tiles,
-/// 16-bit elements.
+/// 16-bit elements. Computed in `u32`: meaningful for the supported head dims (64, 128);
+/// head dims past ~2²⁴ overflow.
 pub const fn attention_shared_bytes(head_dim: u32, rows: AttentionRows) -> u32 {
     let row_bytes = head_dim * 2;
     rows.rows() * row_bytes + 2 * 2 * ATTENTION_TILE_KV * row_bytes
@@ -358,7 +359,9 @@ pub const GEMM_MAX_SPLITS: u32 = 8;
 
 /// The k-tiles (`GEMM_TILE_K` deep) that part `part` of `splits` covers in a reduction of
 /// `k_tiles`: `[part · k_tiles / splits, (part + 1) · k_tiles / splits)`, so the parts tile
-/// the reduction in order and differ in length by at most one.
+/// the reduction in order and differ in length by at most one. Computed in `u32`, so
+/// `(part + 1) · k_tiles` must fit: the launchers keep `part < GEMM_MAX_SPLITS` and
+/// `k < 2³¹`, so it stays below 2²⁸.
 pub const fn gemm_split_k_tiles(k_tiles: u32, splits: u32, part: u32) -> (u32, u32) {
     let splits = if splits == 0 { 1 } else { splits };
     (part * k_tiles / splits, (part + 1) * k_tiles / splits)

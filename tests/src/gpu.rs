@@ -17,18 +17,22 @@ pub fn gpu_required() -> bool {
     std::env::var(REQUIRE_GPU).is_ok_and(|value| !value.is_empty() && value != "0")
 }
 
-/// An engine on device 0, or `None` after printing why the calling test is skipped.
+/// An engine on device 0, or `None` after printing why the calling test is skipped: there is
+/// no device, or none our kernels run on.
 ///
 /// # Panics
-/// When no engine can be created and `FLASHOMNI_REQUIRE_GPU` is set.
+/// When no engine can be created and `FLASHOMNI_REQUIRE_GPU` is set, and whenever creating it
+/// fails for another reason (a module that does not load, a driver error): that is a defect,
+/// not a missing GPU.
 pub fn engine_or_skip(test: &str) -> Option<Engine> {
     match Engine::new(0) {
         Ok(engine) => Some(engine),
         Err(err) if gpu_required() => panic!("{test}: {REQUIRE_GPU} is set but no GPU is usable: {err}"),
-        Err(err) => {
+        Err(err @ (flashomni::Error::NoDevice(_) | flashomni::Error::UnsupportedDevice { .. })) => {
             report_skip(test, &format!("no GPU ({err}); set {REQUIRE_GPU}=1 to make this a failure"));
             None
         }
+        Err(err) => panic!("{test}: the engine failed to start: {err}"),
     }
 }
 

@@ -4,7 +4,8 @@
 //! attention output between poisoned guard regions), runs the kernel, and checks that computed
 //! rows match the reference, that rows of cached blocks still hold the poison, that rows with
 //! every KV block dropped are exactly zero, and that nothing was written outside the output.
-//! The reference's softmax scale is the test's own (`1/sqrt(head_dim)`, or a drawn explicit
+//! Random cases draw symbol blocks of 128 or 256 query tokens and 64 to 256 key tokens. The
+//! reference's softmax scale is the test's own (`1/sqrt(head_dim)`, or a drawn explicit
 //! scale), not the configuration's. Seeds come from a fixed list (regressions) and from
 //! proptest (fresh each run). The kernel tests run once per kernel module the GPU runs: on
 //! Hopper both the portable `sm_80` module (the one Ampere GPUs load) and the `sm_90a` one.
@@ -39,6 +40,8 @@ struct Case {
     rows: Option<AttentionRows>,
     /// An explicit softmax scale; `None`: the default, `1/sqrt(head_dim)`.
     sm_scale: Option<f32>,
+    /// Symbol block sizes in tokens: (query, key/value).
+    blocks: (u32, u32),
 }
 
 impl Case {
@@ -61,6 +64,11 @@ impl Case {
             with_lse: rng.gen_bool(0.5),
             rows: [None, Some(AttentionRows::Rows64), Some(AttentionRows::Rows128)][rng.gen_range(0..3)],
             sm_scale: rng.gen_bool(0.25).then(|| rng.gen_range(0.03..0.2)),
+            blocks: if rng.gen_bool(0.5) {
+                (128, 128)
+            } else {
+                ([128, 256][rng.gen_range(0..2)], [64, 128, 192, 256][rng.gen_range(0..4)])
+            },
         }
     }
 
@@ -85,8 +93,10 @@ fn to_head_major<T: Copy>(values: &[T], tokens: usize, heads: usize, dim: usize)
 /// Runs `case` on the GPU and checks it; returns the raw output for determinism checks.
 fn run_case<T: Element>(engine: &Engine, case: &Case) -> Result<Vec<T>> {
     let mut rng = seeded_rng(case.seed ^ 0x5eed);
-    let shape = AttentionShape::from_requests(case.heads, case.head_dim, 128, 128, &case.requests);
-    let mut config = AttentionConfig::new(case.heads, case.head_dim).with_kv_layout(case.kv_layout);
+    let (block_q, block_kv) = case.blocks;
+    let shape = AttentionShape::from_requests(case.heads, case.head_dim, block_q, block_kv, &case.requests);
+    let mut config =
+        AttentionConfig::new(case.heads, case.head_dim).with_kv_layout(case.kv_layout).with_blocks(block_q, block_kv);
     config.cta_rows = case.rows;
     config.sm_scale = case.sm_scale;
     let plan = AttentionPlan::new(engine, config, &shape.qo_indptr, &shape.kv_indptr)?;
@@ -100,7 +110,7 @@ fn run_case<T: Element>(engine: &Engine, case: &Case) -> Result<Vec<T>> {
         KvLayout::TokenMajor => (k, v),
         KvLayout::HeadMajor => (to_head_major(&k, total_kv, heads, hd), to_head_major(&v, total_kv, heads, hd)),
     };
-    let geometry = SymbolGeometry::new(case.heads, 128, 128, &case.requests)?;
+    let geometry = SymbolGeometry::new(case.heads, block_q, block_kv, &case.requests)?;
     let symbols: Option<PackedSymbols> =
         case.sparsity.map(|(density, cache_ratio)| random_symbols(&mut rng, &geometry, density, cache_ratio));
     let device_symbols = symbols.as_ref().map(|s| DeviceSymbols::upload(&s.view())).transpose()?;
@@ -141,6 +151,9 @@ fn run_case<T: Element>(engine: &Engine, case: &Case) -> Result<Vec<T>> {
                 comparison.fail(|| format!("cached row token {token} head {head}: lse written"));
             }
             continue;
+        }
+        if want.lse[row] == f64::NEG_INFINITY && !values.iter().all(|&x| x.to_f32() == 0.0) {
+            comparison.fail(|| format!("token {token} head {head} keeps no key but is not exactly zero"));
         }
         for (d, &x) in values.iter().enumerate() {
             comparison.element(f64::from(x.to_f32()), want.out[row * hd + d], tolerance, || {
@@ -205,6 +218,7 @@ fn full_sizes_with_masked_tails() -> Result<()> {
                 with_lse: true,
                 rows: Some(if seed % 2 == 0 { AttentionRows::Rows64 } else { AttentionRows::Rows128 }),
                 sm_scale: (seed == 102).then_some(0.1),
+                blocks: (128, 128),
             };
             run_case::<bf16>(engine, &case)?;
         }
@@ -225,6 +239,7 @@ fn rows_with_every_kv_block_dropped_are_zero() -> Result<()> {
             with_lse: true,
             rows: Some(AttentionRows::Rows128),
             sm_scale: None,
+            blocks: (128, 128),
         };
         let out = run_case::<bf16>(engine, &case)?;
         ensure!(out.iter().all(|x| x.to_f32() == 0.0), "every row must be exactly zero");
@@ -232,15 +247,22 @@ fn rows_with_every_kv_block_dropped_are_zero() -> Result<()> {
     })
 }
 
+/// Runs `case` twice in `T` and checks that both outputs are bitwise equal.
+fn twice_bitwise_equal<T: Element>(engine: &Engine, case: &Case) -> Result<()> {
+    // Widening a 16-bit value to f32 is exact and injective, so equal f32 bits are equal bits.
+    let bits = |values: Vec<T>| values.iter().map(|x| x.to_f32().to_bits()).collect::<Vec<_>>();
+    let (first, second) = (bits(run_case::<T>(engine, case)?), bits(run_case::<T>(engine, case)?));
+    ensure!(first == second, "{} seed {}: outputs differ between runs", T::NAME, case.seed);
+    Ok(())
+}
+
 #[test]
 fn two_runs_are_bitwise_equal() -> Result<()> {
     for_each_engine("two_runs_are_bitwise_equal", |engine| {
         for seed in [11, 12, 13] {
             let case = Case::draw(seed);
-            let first = run_case::<bf16>(engine, &case)?;
-            let second = run_case::<bf16>(engine, &case)?;
-            let same = first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits());
-            ensure!(same, "seed {seed}: outputs differ between runs");
+            twice_bitwise_equal::<bf16>(engine, &case)?;
+            twice_bitwise_equal::<f16>(engine, &case)?;
         }
         Ok(())
     })

@@ -18,8 +18,9 @@
 //!
 //! Shapes cover rows that are not a multiple of the 128-row tile, reductions that are not a
 //! multiple of the 64-deep k-tile (and shorter than one), K = 3072, dense and sparse symbols,
-//! head dims 64 and 128 (a 128-column tile then spans two heads), and unaligned token offsets
-//! for GEMM-Q (a row tile then spans two query blocks). Every random case draws the CTA size
+//! every head-dim class each GEMM accepts (GEMM-Q: multiples of 8 from 8 to 256, so a
+//! 128-column tile may span up to 16 heads or cut a head in two; GEMM-O: multiples of 64 up to
+//! 256), and unaligned token offsets for GEMM-Q (a row tile then spans two query blocks). Every random case draws the CTA size
 //! too (64 rows, 128 rows, or the launcher's choice); the fixed-shape cases run both sizes,
 //! in bf16 and f16. The error tests check that bad arguments are rejected, before anything is
 //! launched, with the error variant that names the problem.
@@ -97,17 +98,17 @@ struct HeadLayout {
 }
 
 impl HeadLayout {
-    /// Draws `1..=max_heads` heads of 64 or 128, a token offset from `token_offset` and a
-    /// query block size from `block_qs`, then the rest.
+    /// Draws `1..=max_heads` heads of a size from `head_dims`, a token offset from
+    /// `token_offset` and a query block size from `block_qs`, then the rest.
     fn draw<R: Rng>(
         rng: &mut R,
-        max_heads: u32,
+        (max_heads, head_dims): (u32, &[u32]),
         token_offset: impl FnOnce(&mut R) -> u32,
         block_qs: &[u32],
     ) -> HeadLayout {
         HeadLayout {
             heads: rng.gen_range(1..=max_heads),
-            head_dim: if rng.gen_bool(0.5) { 64 } else { 128 },
+            head_dim: head_dims[rng.gen_range(0..head_dims.len())],
             token_offset: token_offset(rng),
             block_q: block_qs[rng.gen_range(0..block_qs.len())],
             q_extra: rng.gen_range(0..=40),
@@ -240,7 +241,7 @@ impl QCase {
             k: 8 * rng.gen_range(1..=72),
             layout: HeadLayout::draw(
                 &mut rng,
-                5,
+                (5, &[8, 24, 64, 64, 96, 128, 128, 256]),
                 |rng| if rng.gen_bool(0.3) { 128 * rng.gen_range(0..4) } else { rng.gen_range(0..=300) },
                 &[64, 100, 128, 128, 256],
             ),
@@ -371,7 +372,12 @@ impl OCase {
             seed,
             m: rng.gen_range(1..=300),
             n: 8 * rng.gen_range(1..=48),
-            layout: HeadLayout::draw(&mut rng, 6, |rng| unit * rng.gen_range(0..4), block_qs),
+            layout: HeadLayout::draw(
+                &mut rng,
+                (6, &[64, 128, 128, 192, 256]),
+                |rng| unit * rng.gen_range(0..4),
+                block_qs,
+            ),
         };
         let persistent = rows == Some(GemmRows::Rows128) && rng.gen_bool(0.5);
         (case, OLaunch { rows, persistent, cache_first: rng.gen_bool(0.8) })
@@ -412,7 +418,7 @@ struct OProblem<'c, T: Element> {
 
 impl<T: Element> Launchable<OLaunch> for OProblem<'_, T> {
     fn launch(&self, engine: &Engine, launch: OLaunch, workspace: &mut GemmWorkspace) -> Result<()> {
-        self.run(engine, launch, workspace)
+        self.run(engine, launch, workspace).map(drop)
     }
 }
 
@@ -444,8 +450,8 @@ impl<T: Element> OProblem<'_, T> {
     /// Runs one launch sequence into guarded, poisoned outputs and checks it: cache mode
     /// against its reference, active mode against its reference given the cache the GPU
     /// produced (or none), and cache followed by active mode against the dense projection,
-    /// allowing for the rounding of the cache to `T`.
-    fn run(&self, engine: &Engine, launch: OLaunch, workspace: &mut GemmWorkspace) -> Result<()> {
+    /// allowing for the rounding of the cache to `T`. Returns the raw active-mode output.
+    fn run(&self, engine: &Engine, launch: OLaunch, workspace: &mut GemmWorkspace) -> Result<Vec<T>> {
         let case = self.case;
         let (m, n, k) = (case.m, case.n, case.k());
         let len = m as usize * n as usize;
@@ -482,7 +488,8 @@ impl<T: Element> OProblem<'_, T> {
             comparison.finish(tolerance).with_context(|| context(what))
         };
         let Some(cache) = cache else {
-            return compare("active without C", &got, &|i| self.active_sum[i], &|_| 0.0);
+            compare("active without C", &got, &|i| self.active_sum[i], &|_| 0.0)?;
+            return Ok(got);
         };
         let got_cache = cache.to_host().with_context(|| context("cache"))?;
         let c = |i: usize| f64::from(got_cache[i].to_f32());
@@ -490,7 +497,8 @@ impl<T: Element> OProblem<'_, T> {
         compare("cache", &got_cache, &|i| self.want_cache[i], &|_| 0.0)?;
         compare("active", &got, &|i| c(i) + self.active_sum[i], &|_| 0.0)?;
         let dense = |i: usize| self.want_cache[i] + self.active_sum[i];
-        compare("cache+active vs dense", &got, &dense, &|i| roundoff * c(i).abs())
+        compare("cache+active vs dense", &got, &dense, &|i| roundoff * c(i).abs())?;
+        Ok(got)
     }
 }
 
@@ -700,24 +708,106 @@ fn gemm_o_ctas_walking_several_tiles() -> Result<()> {
     check_cases("gemm_o_ctas_walking_several_tiles", &with_launches([o], &launches))
 }
 
+/// Runs `run` twice and checks that both outputs are bitwise equal.
+fn twice_bitwise_equal<T: Element>(what: &str, mut run: impl FnMut() -> Result<Vec<T>>) -> Result<()> {
+    let (first, second) = (run()?, run()?);
+    // Widening a 16-bit value to f32 is exact and injective, so equal f32 bits are equal bits.
+    let bits = |values: &[T]| values.iter().map(|x| x.to_f32().to_bits()).collect::<Vec<_>>();
+    ensure!(bits(&first) == bits(&second), "{} {what}: runs differ", T::NAME);
+    Ok(())
+}
+
+/// Both GEMMs twice on the same inputs in `T`: split GEMM-Q tiles (whose last part to arrive
+/// differs from run to run) and the persistent GEMM-O (whose CTAs claim tiles in a different
+/// order each run) included.
+fn gemm_runs_in_type_are_bitwise_equal<T: Element>(engine: &Engine, workspace: &mut GemmWorkspace) -> Result<()> {
+    for seed in [5, 6, 7] {
+        let (drawn, launch) = QCase::draw(seed);
+        let split = QLaunch { split: SplitChoice::Forced(GemmSplit { whole_tiles: 0, parts: 3 }), ..launch };
+        for (case, launch) in [(drawn.clone(), launch), (QCase { k: 8 * 100, ..drawn }, split)] {
+            let problem = case.prepare::<T>()?;
+            twice_bitwise_equal(&format!("GEMM-Q seed {seed}, {:?}", launch.split), || {
+                problem.run(engine, launch, workspace)
+            })?;
+        }
+        let (case, _) = OCase::draw(seed);
+        let problem = case.prepare::<T>()?;
+        let persistent = OLaunch { persistent: true, ..OLaunch::per_tile(Some(GemmRows::Rows128)) };
+        let launches = [OLaunch::per_tile(None), persistent, OLaunch { cache_first: false, ..persistent }];
+        for launch in launches {
+            let layout = &case.layout;
+            let fits = launch.rows.is_none()
+                || (layout.token_offset.is_multiple_of(128) && layout.block_q.is_multiple_of(128));
+            if fits {
+                twice_bitwise_equal(&format!("GEMM-O seed {seed}, {launch:?}"), || {
+                    problem.run(engine, launch, workspace)
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn gemm_runs_are_bitwise_equal() -> Result<()> {
     for_each_engine("gemm_runs_are_bitwise_equal", |engine| {
         let mut workspace = GemmWorkspace::new(engine)?;
-        for seed in [5, 6, 7] {
-            // The drawn case, and the same case with every tile split: the last part to
-            // arrive differs from run to run, the sum must not.
-            let (drawn, launch) = QCase::draw(seed);
-            let split = QLaunch { split: SplitChoice::Forced(GemmSplit { whole_tiles: 0, parts: 3 }), ..launch };
-            for (case, launch) in [(drawn.clone(), launch), (QCase { k: 8 * 100, ..drawn }, split)] {
-                let problem = case.prepare::<bf16>()?;
-                let first = problem.run(engine, launch, &mut workspace)?;
-                let second = problem.run(engine, launch, &mut workspace)?;
-                let equal = first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits());
-                ensure!(equal, "seed {seed}, {:?}: runs differ", launch.split);
+        gemm_runs_in_type_are_bitwise_equal::<bf16>(engine, &mut workspace)?;
+        gemm_runs_in_type_are_bitwise_equal::<f16>(engine, &mut workspace)
+    })
+}
+
+/// Two threads share one engine and one set of symbols and launch GEMM-Q over 20 row counts
+/// each (40 launch shapes, so the symbols' cache of 16 tile lists is emptied again and again
+/// while the other thread launches), each on its own stream. Every output must match the
+/// reference of its rows: a launch that read a freed tile list would not.
+#[test]
+fn gemm_q_threads_sharing_symbols_match_reference() -> Result<()> {
+    const NAME: &str = "gemm_q_threads_sharing_symbols_match_reference";
+    let Some(engine) = engine_or_skip(NAME) else { return Ok(()) };
+    let (m_max, k) = (200, 256);
+    let layout = HeadLayout::with_bias(2, 128, 64, Some(0.5));
+    let n = layout.width() as usize;
+    let operands = Operands::<bf16>::draw(&layout, 51, (m_max, layout.width(), k), 1.0)?;
+    let want = operands.reference(&layout, gemm_q);
+    let run_thread = |first_m: u32| -> Result<()> {
+        engine.make_current()?;
+        let stream = cust::stream::Stream::new(cust::stream::StreamFlags::NON_BLOCKING, None)?;
+        for m in (first_m..m_max).step_by(2).take(20) {
+            let mut out = GuardedOutput::<bf16>::new(m as usize * n, n)?;
+            let args = GemmQArgs {
+                x: operands.a.view(),
+                w: operands.w.view(),
+                bias: operands.bias.as_ref().map(DeviceArray::view),
+                out: out.view_mut(),
+                token_offset: layout.token_offset,
+                heads: layout.heads,
+                symbols: operands.device_symbols.as_ref(),
+                tile_rows: None,
+                workspace: None,
+                split: None,
+                clustered: None,
+            };
+            engine.gemm_q(args, m, layout.width(), k, &stream)?;
+            stream.synchronize()?;
+            let got = out.to_host()?;
+            let mut comparison = Comparison::default();
+            for (i, &value) in got.iter().enumerate() {
+                if want.written[i] {
+                    comparison.element(f64::from(value.to_f32()), want.out[i], Tolerance::BF16, || {
+                        format!("m {m}: row {} col {}", i / n, i % n)
+                    });
+                } else if !is_poison(value) {
+                    comparison.fail(|| format!("m {m}: row {} col {} is cached but was written", i / n, i % n));
+                }
             }
+            comparison.finish(Tolerance::BF16).with_context(|| format!("m = {m}"))?;
         }
         Ok(())
+    };
+    std::thread::scope(|scope| {
+        let threads = [scope.spawn(|| run_thread(120)), scope.spawn(|| run_thread(121))];
+        threads.into_iter().try_for_each(|thread| thread.join().map_err(|_| anyhow::anyhow!("a thread panicked"))?)
     })
 }
 
@@ -854,6 +944,12 @@ fn gemm_bad_inputs_are_rejected_with_clear_errors() -> Result<()> {
 
     let result = engine.gemm_o(o_args(big.view(), out.view_mut(), 2, 0, None), 16, 64, 192, stream);
     expect_error(result, "GEMM-O with head_dim 96", |err| matches!(err, Error::Unsupported(_)))?;
+    let result = engine.gemm_o(o_args(big.view(), out.view_mut(), 257, 0, None), 16, 64, 257 * 64, stream);
+    expect_error(
+        result,
+        "GEMM-O with 257 heads",
+        |err| matches!(err, Error::Unsupported(message) if message.contains("257 heads")),
+    )?;
     let result = engine.gemm_o(o_args(big.view(), out.view_mut(), 2, 32, Some(&symbols)), 16, 64, 256, stream);
     expect_error(
         result,

@@ -5,15 +5,15 @@
 //! * No GPU: skipped (a failure under `FLASHOMNI_REQUIRE_GPU=1`), as every GPU test.
 //! * NCCL is looked for in `FLASHOMNI_NCCL_LIB` (a file or a folder) when set, else as
 //!   `libnccl.so.2` on the loader path, else in the `nvidia-nccl-cu*` wheel of `python3`
-//!   (`site-packages/nvidia/nccl/lib`). If none loads the test is skipped with a message. It
-//!   fails instead only when `FLASHOMNI_REQUIRE_GPU=1` **and** `FLASHOMNI_NCCL_LIB` is set:
-//!   an explicit path that does not load is a setup error.
+//!   (`site-packages/nvidia/nccl/lib`). If none loads the test is skipped with a message (a
+//!   failure under `FLASHOMNI_REQUIRE_GPU=1`: a GPU run must exercise NCCL too).
 //! * Every test that loads NCCL (the loader tests too) needs `NCCL_NVLS_ENABLE` set
 //!   beforehand (`cargo xtask test` and `run-tests.sh` set it to 0): loading sets it
 //!   otherwise, and changing the environment would race with the other test threads. Skipped
 //!   with a message without it (a failure under `FLASHOMNI_REQUIRE_GPU=1`).
 //! * The multi-rank test needs at least 2 GPUs (one thread and one engine per rank) and is
-//!   skipped with a message on fewer.
+//!   skipped with a message on fewer; `FLASHOMNI_REQUIRE_GPUS=2` (or more) makes that a
+//!   failure, for runs on multi-GPU machines.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,10 +27,10 @@ use flashomni::{AttentionConfig, AttentionPlan, DeviceArray, Element, Engine, Er
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::compare::{Comparison, Tolerance};
 use flashomni_tests::gpu::{
-    attention_args, engine_or_skip, gpu_required, is_poison, join_ranks, poisoned, report_skip,
+    REQUIRE_GPU, attention_args, engine_or_skip, gpu_required, is_poison, join_ranks, poisoned, report_skip,
 };
 use flashomni_tests::random::{random_elements, random_symbols, seeded_rng};
-use flashomni_tests::reference::attention::AttentionShape;
+use flashomni_tests::reference::attention::{AttentionShape, computed_rows};
 use flashomni_tests::reference::ulysses::split_tokens;
 use half::{bf16, f16};
 
@@ -68,6 +68,21 @@ fn load_from(path: impl AsRef<std::ffi::OsStr>) -> flashomni::Result<Arc<Nccl>> 
     unsafe { Nccl::load_from(path) }
 }
 
+/// Prints why `test` is skipped for want of NCCL.
+///
+/// # Panics
+/// Under `FLASHOMNI_REQUIRE_GPU=1`, where a GPU run must not pass without NCCL.
+fn skip_without_nccl(test: &str, why: &str) {
+    if gpu_required() {
+        panic!("{test}: {REQUIRE_GPU} is set but {why}");
+    }
+    report_skip(test, why);
+}
+
+/// The variable that makes a multi-rank test on too few GPUs a failure: the GPU count the run
+/// must have.
+const REQUIRE_GPUS: &str = "FLASHOMNI_REQUIRE_GPUS";
+
 /// NCCL, or `None` after printing why `test` is skipped (see the module docs for the rule).
 fn nccl_or_skip(test: &str) -> Option<Arc<Nccl>> {
     if !nvls_preset_or_skip(test) {
@@ -80,10 +95,7 @@ fn nccl_or_skip(test: &str) -> Option<Arc<Nccl>> {
         Err(err) => err,
     };
     if explicit {
-        if gpu_required() {
-            panic!("{test}: {LIBRARY_ENV} is set but NCCL does not load: {err}");
-        }
-        report_skip(test, &err.to_string());
+        skip_without_nccl(test, &format!("{LIBRARY_ENV} is set but NCCL does not load: {err}"));
         return None;
     }
     if let Some(dir) = python_nccl_dir() {
@@ -95,7 +107,7 @@ fn nccl_or_skip(test: &str) -> Option<Arc<Nccl>> {
             Err(err) => eprintln!("{test}: the python3 NCCL wheel does not load: {err}"),
         }
     }
-    report_skip(
+    skip_without_nccl(
         test,
         &format!(
             "NCCL not found ({err}); set {LIBRARY_ENV} to libnccl.so.2 or its folder \
@@ -148,7 +160,15 @@ impl<T: Element> Data<T> {
         Ok(Self { config: AttentionConfig::new(case.heads, case.head_dim), shape, q, k, v, symbols })
     }
 
-    /// Single-GPU attention of every step, each into a fresh poisoned output.
+    /// Which `[token, head]` rows step `step` computes (from its symbols, not from a kernel).
+    fn computed(&self, step: usize) -> Vec<bool> {
+        let view = self.symbols[step].as_ref().map(PackedSymbols::view);
+        computed_rows(&self.shape, view.as_ref())
+    }
+
+    /// Single-GPU attention of every step, each into a fresh poisoned output, after checking
+    /// that it wrote exactly the computed rows (so that matching it shows the same of a
+    /// sharded run).
     fn single_gpu(&self, engine: &Engine) -> Result<Vec<Vec<T>>> {
         let plan = AttentionPlan::new(engine, self.config, &self.shape.qo_indptr, &self.shape.kv_indptr)?;
         let (q, k, v) =
@@ -160,7 +180,14 @@ impl<T: Element> Data<T> {
             let args = attention_args(&q, &k, &v, &mut out, device.as_ref());
             engine.attention(&plan, args, engine.stream())?;
             engine.synchronize()?;
-            outputs.push(out.to_host()?);
+            let out = out.to_host()?;
+            let computed = self.computed(outputs.len());
+            for (row, values) in out.chunks(self.config.head_dim as usize).enumerate() {
+                let written = values.iter().filter(|&&x| !is_poison(x)).count();
+                let want = if computed[row] { values.len() } else { 0 };
+                ensure!(written == want, "single-GPU row {row}: {written} of {} elements written", values.len());
+            }
+            outputs.push(out);
         }
         Ok(outputs)
     }
@@ -308,10 +335,17 @@ fn ranks_match_single_gpu() -> Result<()> {
     const NAME: &str = "ranks_match_single_gpu";
     let Some(engine) = engine_or_skip(NAME) else { return Ok(()) };
     let devices = Device::num_devices().context("counting devices")?;
+    let required: u32 = match std::env::var(REQUIRE_GPUS) {
+        Ok(value) => value.parse().with_context(|| format!("{REQUIRE_GPUS}={value} is not a GPU count"))?,
+        Err(_) => 0,
+    };
     if devices < 2 {
-        report_skip(NAME, &format!("needs at least 2 GPUs, found {devices}"));
+        let why = format!("needs at least 2 GPUs, found {devices}");
+        ensure!(required < 2, "{NAME}: {REQUIRE_GPUS}={required} but it {why}");
+        report_skip(NAME, &why);
         return Ok(());
     }
+    ensure!(devices >= required, "{REQUIRE_GPUS}={required} but {devices} GPUs are present");
     let Some(nccl) = nccl_or_skip(NAME) else { return Ok(()) };
     let ranks = devices.min(8);
     let p = ranks;
@@ -359,11 +393,12 @@ fn ranks_match_single_gpu() -> Result<()> {
         for (step, want) in want.iter().enumerate() {
             let got: Vec<bf16> = per_rank.iter().flat_map(|outputs| outputs[step].iter().copied()).collect();
             ensure!(got.len() == want.len(), "gathered {} elements, want {}", got.len(), want.len());
+            let computed = data.computed(step);
             let mut comparison = Comparison::default();
             let mut identical = 0usize;
             for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
                 identical += usize::from(bits(g) == bits(w));
-                if is_poison(w) {
+                if !computed[i / case.head_dim as usize] {
                     if !is_poison(g) {
                         comparison.fail(|| format!("element {i}: cached row was written"));
                     }

@@ -7,8 +7,12 @@ use crate::device_symbols::DeviceSymbols;
 use crate::error::{Error, Result};
 use crate::validate::{check_aligned, check_len};
 
-/// Most CTAs a grid may have along y (row tiles).
+/// Most CTAs a grid may have along y (GEMM-O's row tiles).
 const MAX_GRID_Y: u32 = 65_535;
+
+/// Longest axis a GEMM may have: the `sm_90a` kernels' tensor-memory copies take signed
+/// 32-bit coordinates.
+const MAX_COORDINATE: u32 = i32::MAX as u32;
 
 /// A buffer argument as the checks see it.
 pub(super) struct Buffer {
@@ -17,18 +21,10 @@ pub(super) struct Buffer {
     pub(super) len: usize,
 }
 
-/// Checks what both GEMMs need: a reduction of whole 16-byte chunks (`k ≥ 8`), rows of whole
-/// 16-byte chunks; `a` (`[m, k]`), `w` (`[n, k]`) and `out` (`[m, n]`) large enough and
-/// 16-byte aligned; a grid of `rows`-row tiles that fits. Returns the grid.
-pub(super) fn check_common(
-    a: Buffer,
-    w: Buffer,
-    out: Buffer,
-    m: u32,
-    n: u32,
-    k: u32,
-    rows: GemmRows,
-) -> Result<(u32, u32, u32)> {
+/// Checks what both GEMMs need, whatever their CTA size: a reduction of whole 16-byte chunks
+/// (`k ≥ 8`), rows of whole 16-byte chunks, axes of at most 2³¹ − 1 elements; `a` (`[m, k]`),
+/// `w` (`[n, k]`) and `out` (`[m, n]`) large enough and 16-byte aligned.
+pub(super) fn check_common(a: Buffer, w: Buffer, out: Buffer, m: u32, n: u32, k: u32) -> Result<()> {
     if k == 0 {
         return Err(Error::InvalidShape("k = 0: the reduction must have at least 8 elements".into()));
     }
@@ -44,12 +40,25 @@ pub(super) fn check_common(
             detail: format!("n = {n}: rows must be whole 16-byte chunks, so n must be a multiple of 8"),
         });
     }
+    for (axis, len) in [("m", m), ("n", n), ("k", k)] {
+        if len > MAX_COORDINATE {
+            return Err(Error::InvalidShape(format!(
+                "{axis} = {len}: tensor-memory copies address at most {MAX_COORDINATE} elements along an axis"
+            )));
+        }
+    }
     let (m, n, k) = (u64::from(m), u64::from(n), u64::from(k));
     for (buffer, elements) in [(&a, m * k), (&w, n * k), (&out, m * n)] {
         check_len(buffer.name, buffer.len, elements)?;
         check_aligned(buffer.name, buffer.address, 16)?;
     }
-    let grid = (n.div_ceil(u64::from(GEMM_TILE_N)) as u32, m.div_ceil(u64::from(rows.rows())) as u32, 1);
+    Ok(())
+}
+
+/// The grid of a launch with one CTA per `rows × GEMM_TILE_N` tile of an `m × n` output
+/// (column tiles along x, row tiles along y), when it fits.
+pub(super) fn tile_grid(m: u32, n: u32, rows: GemmRows) -> Result<(u32, u32, u32)> {
+    let grid = (n.div_ceil(GEMM_TILE_N), m.div_ceil(rows.rows()), 1);
     if grid.1 > MAX_GRID_Y {
         return Err(Error::InvalidShape(format!(
             "m = {m} needs more than {MAX_GRID_Y} row tiles of {} rows",
@@ -95,9 +104,17 @@ mod tests {
     #[test]
     fn an_empty_reduction_is_rejected() {
         let buffer = |name| Buffer { name, address: 0, len: 1 << 20 };
-        let err = check_common(buffer("x"), buffer("w"), buffer("out"), 128, 128, 0, GemmRows::Rows128).unwrap_err();
+        let err = check_common(buffer("x"), buffer("w"), buffer("out"), 128, 128, 0).unwrap_err();
         assert!(matches!(err, Error::InvalidShape(ref text) if text.contains("k = 0")), "{err}");
-        let grid = check_common(buffer("x"), buffer("w"), buffer("out"), 0, 128, 64, GemmRows::Rows128);
-        assert_eq!(grid.unwrap(), (1, 0, 1), "no rows: an empty grid, which launches nothing");
+        check_common(buffer("x"), buffer("w"), buffer("out"), 0, 128, 64).unwrap();
+        assert_eq!(tile_grid(0, 128, GemmRows::Rows128).unwrap(), (1, 0, 1), "no rows: an empty grid");
+    }
+
+    #[test]
+    fn row_tiles_past_the_grid_limit_are_rejected() {
+        assert_eq!(tile_grid(65_535 * 64, 8, GemmRows::Rows64).unwrap(), (1, 65_535, 1));
+        let err = tile_grid(65_535 * 64 + 1, 8, GemmRows::Rows64).unwrap_err();
+        assert!(matches!(err, Error::InvalidShape(ref text) if text.contains("row tiles")), "{err}");
+        assert_eq!(tile_grid(65_535 * 128, 8, GemmRows::Rows128).unwrap().1, 65_535);
     }
 }

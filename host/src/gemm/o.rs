@@ -8,7 +8,7 @@ use flashomni_kernels::abi::{
 };
 
 use super::args::{GemmOArgs, GemmOMode};
-use super::check::{Buffer, check_common, check_symbols, split_heads};
+use super::check::{Buffer, check_common, check_symbols, split_heads, tile_grid};
 use super::launch::per_tile_shape;
 use super::plan::{computed_fraction, gemm_o_persistent, gemm_o_rows, wide_tiles};
 use crate::element::Element;
@@ -72,15 +72,15 @@ impl Engine {
                 gemm_o_persistent(self.arch(), rows, m, n, summed, self.multiprocessors())
             }
         };
-        let grid = check_common(
+        check_common(
             Buffer { name: "a", address: args.a.address(), len: args.a.len() },
             Buffer { name: "w", address: args.w.address(), len: args.w.len() },
             Buffer { name: "out", address: args.out.address(), len: args.out.len() },
             m,
             n,
             k,
-            rows,
         )?;
+        let grid = tile_grid(m, n, rows)?;
         let (bias, c) = match (&args.bias_or_cache, args.mode) {
             (None, _) => (0, 0),
             (Some(bias), GemmOMode::Cache) => {

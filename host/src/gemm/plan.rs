@@ -96,9 +96,9 @@ pub(super) fn small_cta_wave(multiprocessors: u32) -> u64 {
     u64::from(resident_ctas(GemmRows::Rows64)) * u64::from(multiprocessors)
 }
 
-/// Tiles of `rows`-row CTAs that cover an `m × n` output.
-pub(super) fn output_tiles(m: u32, n: u32, rows: GemmRows) -> u64 {
-    u64::from(m.div_ceil(rows.rows())) * u64::from(n.div_ceil(GEMM_TILE_N))
+/// Tiles of `tile_rows` rows that cover an `m × n` output.
+pub(super) fn output_tiles(m: u32, n: u32, tile_rows: u32) -> u64 {
+    u64::from(m.div_ceil(tile_rows)) * u64::from(n.div_ceil(GEMM_TILE_N))
 }
 
 /// The working tiles of a GEMM-Q launch at each CTA size: the tiles that hold a computed
@@ -141,7 +141,7 @@ pub fn gemm_q_rows(arch: Arch, working: GemmQTiles, multiprocessors: u32, split_
 /// CTAs.
 pub fn gemm_o_rows(m: u32, n: u32, large_allowed: bool, multiprocessors: u32) -> GemmRows {
     let wave = large_cta_wave(multiprocessors) as f64;
-    let few_tiles = (output_tiles(m, n, GemmRows::Rows128) as f64) < GEMM_O_MIN_WAVES_FOR_LARGE_CTAS * wave;
+    let few_tiles = (output_tiles(m, n, GemmRows::Rows128.rows()) as f64) < GEMM_O_MIN_WAVES_FOR_LARGE_CTAS * wave;
     if !large_allowed || few_tiles { GemmRows::Rows64 } else { GemmRows::Rows128 }
 }
 

@@ -11,7 +11,7 @@ use super::args::GemmQArgs;
 use super::check::{Buffer, check_common, check_symbols, split_heads};
 use super::launch::per_tile_shape;
 use super::plan::{GemmQTiles, gemm_q_auto_split, gemm_q_clustered, gemm_q_rows, output_tiles, small_cta_wave};
-use crate::device_symbols::GemmTileShape;
+use crate::device_symbols::{DeviceSymbols, GemmTileShape};
 use crate::element::Element;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -66,37 +66,8 @@ impl Engine {
         if let Some(symbols) = args.symbols {
             check_symbols(symbols, args.heads, args.token_offset, m)?;
         }
-        // The work items of `rows`-row CTAs (device address and count). With symbols, the
-        // tiles holding a computed pair: cached tiles cost no CTA at all. Without, every
-        // tile, row-major, with no list.
-        let work_items = |rows: GemmRows| -> Result<(u64, u64)> {
-            match args.symbols {
-                Some(symbols) => {
-                    let shape =
-                        GemmTileShape { token_offset: args.token_offset, m, n, head_dim, tile_rows: rows.rows() };
-                    let (tiles, count) = symbols
-                        .gemm_q_tiles(shape, |segment| active_tiles(segment, shape, args.heads, symbols.block_q))?;
-                    Ok((tiles, u64::from(count)))
-                }
-                None => Ok((0, output_tiles(m, n, rows))),
-            }
-        };
-        let rows = match args.tile_rows {
-            Some(rows) => rows,
-            None => {
-                let large = work_items(GemmRows::Rows128)?.1;
-                // Every working 128-row tile holds a working 64-row half, so 128-row tiles
-                // that alone overflow a wave of 64-row CTAs settle the rule's one question
-                // about the 64-row ones: their list is neither built nor uploaded then.
-                let small = if large > small_cta_wave(self.multiprocessors()) {
-                    large
-                } else {
-                    work_items(GemmRows::Rows64)?.1
-                };
-                let working = GemmQTiles { large, small };
-                gemm_q_rows(self.arch(), working, self.multiprocessors(), args.workspace.is_some().then_some(k))
-            }
-        };
+        // Checks that do not depend on the CTA size come first: no tile list is built for a
+        // call that fails.
         check_common(
             Buffer { name: "x", address: args.x.address(), len: args.x.len() },
             Buffer { name: "w", address: args.w.address(), len: args.w.len() },
@@ -104,15 +75,49 @@ impl Engine {
             m,
             n,
             k,
-            rows,
         )?;
         if let Some(bias) = &args.bias {
             check_len("bias", bias.len(), u64::from(n))?;
             check_aligned("bias", bias.address(), 4)?;
         }
-        let (tiles, count) = work_items(rows)?;
-        let count =
-            u32::try_from(count).map_err(|_| Error::InvalidShape(format!("GEMM-Q with {count} tiles of {rows:?}")))?;
+        let tile_shape =
+            |rows: GemmRows| GemmTileShape { token_offset: args.token_offset, m, n, head_dim, tile_rows: rows.rows() };
+        let count_items = |rows| with_work_items(args.symbols, args.heads, tile_shape(rows), |_, count| Ok(count));
+        let rows = match args.tile_rows {
+            Some(rows) => rows,
+            None => {
+                let large = count_items(GemmRows::Rows128)?;
+                // Every working 128-row tile holds a working 64-row half, so 128-row tiles
+                // that alone overflow a wave of 64-row CTAs settle the rule's one question
+                // about the 64-row ones: their list is neither built nor uploaded then.
+                let small =
+                    if large > small_cta_wave(self.multiprocessors()) { large } else { count_items(GemmRows::Rows64)? };
+                let working = GemmQTiles { large, small };
+                gemm_q_rows(self.arch(), working, self.multiprocessors(), args.workspace.is_some().then_some(k))
+            }
+        };
+        // The launch is enqueued while the symbols' tile lists are locked (see
+        // `DeviceSymbols::with_gemm_q_tiles`).
+        let (symbols, heads, shape) = (args.symbols, args.heads, tile_shape(rows));
+        with_work_items(symbols, heads, shape, |tiles, count| {
+            let count = u32::try_from(count)
+                .map_err(|_| Error::InvalidShape(format!("GEMM-Q with {count} tiles of {rows:?}")))?;
+            self.launch_gemm_q(args, (m, n, k), head_dim, rows, (tiles, count), stream)
+        })
+    }
+
+    /// Plans the split and the clusters of a GEMM-Q launch of `rows`-row CTAs over the work
+    /// items `(tiles, count)` (a tile list's device address, 0 for none, and its length),
+    /// and launches it. `args` and the shape were checked by `gemm_q`.
+    fn launch_gemm_q<T: Element>(
+        &self,
+        args: GemmQArgs<'_, T>,
+        (m, n, k): (u32, u32, u32),
+        head_dim: u32,
+        rows: GemmRows,
+        (tiles, count): (u64, u32),
+        stream: &Stream,
+    ) -> Result<()> {
         let block_q = args.symbols.map_or(0, |symbols| symbols.block_q);
         let split = match (args.split, &args.workspace) {
             (Some(_), None) => {
@@ -179,10 +184,32 @@ impl Engine {
             items: items as u32,
         };
         let shape = per_tile_shape(grid, rows, cluster);
-        // SAFETY: the entry takes one `GemmParams`; every buffer was checked above against
-        // the shape, and the views borrow their memory for this call (the caller keeps it
-        // alive until the stream has run the launch, as with any asynchronous CUDA call).
+        // SAFETY: the entry takes one `GemmParams`; every buffer was checked by `gemm_q`
+        // against the shape, the tile list stays allocated until the launch is enqueued (the
+        // caller holds the symbols' lists), and the views borrow their memory for this call
+        // (the caller keeps it alive until the stream has run the launch, as with any
+        // asynchronous CUDA call).
         unsafe { self.launch_gemm(abi::gemm_q_entry(T::KIND, rows), rows, shape, params, stream) }
+    }
+}
+
+/// Runs `body` with the work items of a GEMM-Q launch of `shape.tile_rows`-row CTAs: the device
+/// address of the tile list (0: none) and the item count. With symbols, the tiles holding a
+/// computed pair (cached tiles cost no CTA at all), and `body` runs while the symbols' tile
+/// lists are locked; without, every tile, row-major, with no list.
+fn with_work_items<R>(
+    symbols: Option<&DeviceSymbols>,
+    heads: u32,
+    shape: GemmTileShape,
+    body: impl FnOnce(u64, u64) -> Result<R>,
+) -> Result<R> {
+    match symbols {
+        Some(symbols) => symbols.with_gemm_q_tiles(
+            shape,
+            |segment| active_tiles(segment, shape, heads, symbols.block_q),
+            |tiles, count| body(tiles, u64::from(count)),
+        ),
+        None => body(0, output_tiles(shape.m, shape.n, shape.tile_rows)),
     }
 }
 

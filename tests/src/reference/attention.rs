@@ -143,7 +143,7 @@ pub fn attention(
     let mut res = AttentionRef {
         out: vec![0.0; total_q * h_n * d],
         lse: vec![f64::NEG_INFINITY; total_q * h_n],
-        computed: vec![false; total_q * h_n],
+        computed: computed_rows(shape, symbols),
     };
     let mut logits = Vec::new();
     for (b, r) in requests.iter().enumerate() {
@@ -153,9 +153,7 @@ pub fn attention(
             let tok = q0 + i as usize;
             for h in 0..shape.heads {
                 let row = tok * h_n + h as usize;
-                let compute = symbols.is_none_or(|s| s.compute(b, qb, h));
-                res.computed[row] = compute;
-                if !compute {
+                if !res.computed[row] {
                     continue;
                 }
                 let qv = &q[row * d..(row + 1) * d];
@@ -184,4 +182,22 @@ pub fn attention(
         }
     }
     res
+}
+
+/// `[total_q, heads]`: whether each (token, head) row is computed, that is, its (q block, head)
+/// has S_c = 1 (every row when `symbols` is `None`). The rows [`attention()`] computes and the
+/// kernels must write; the others must stay untouched.
+///
+/// # Panics
+/// If `symbols` does not cover the requests of `shape`.
+#[must_use]
+pub fn computed_rows(shape: &AttentionShape, symbols: Option<&SymbolsView<'_>>) -> Vec<bool> {
+    let heads = shape.heads;
+    let mut computed = Vec::with_capacity(shape.total_q() * heads as usize);
+    for (b, request) in shape.requests().iter().enumerate() {
+        for i in 0..request.q_len {
+            computed.extend((0..heads).map(|h| symbols.is_none_or(|s| s.compute(b, i / shape.block_q, h))));
+        }
+    }
+    computed
 }

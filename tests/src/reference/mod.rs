@@ -40,9 +40,9 @@ pub struct GemmShape {
 /// row 0 (FlashOmni's `num_text_tokens`, e.g. 512 for FLUX image rows).
 ///
 /// Only one request (batch 1) is modelled; run the reference once per request
-/// for batched kernels. The reference applies S_c per row; the GPU kernels test
-/// one bit per 128-row tile, which agrees when `block_q` and `token_offset` are
-/// multiples of the tile height.
+/// for batched kernels. The reference applies S_c per row, and so must the
+/// kernels: GEMM-Q writes each (row, 8-column chunk) by its own pair's bit, and
+/// GEMM-O requires row tiles that lie in one query block.
 #[derive(Clone, Copy, Debug)]
 pub struct HeadSparsity<'a> {
     /// The packed symbols (only S_c is used).
