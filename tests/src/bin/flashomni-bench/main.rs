@@ -1,11 +1,6 @@
 //! `flashomni-bench`: times FlashOmni kernels and the anchors in one GPU session.
 //!
-//! ```text
-//! flashomni-bench [attention] [gemm] [parallel] [--anchors anchors.py] [--n 4608,16896] [--out FILE]
-//!                 [--commit SHA] [--iters 20] [--warmup 5] [--pause-ms 500] [--gemm-rows 64|128]
-//!                 [--module sm80|sm90a] [--no-split-k] [--persistent-o on|off] [--q-clusters on|off]
-//! ```
-//! Each measurement is the median of `--iters` CUDA-event timings after a `--pause-ms` idle
+//! `flashomni-bench --help` prints the options ([`USAGE`]). Each measurement is the median of `--iters` CUDA-event timings after a `--pause-ms` idle
 //! pause (see `timing`) and `--warmup` untimed runs, on random inputs. The anchors (PyTorch
 //! SDPA, FlexAttention, cuBLAS) run from `anchors.py` in the same session; the table reports
 //! our time against them and every row is appended to the JSON Lines file. `parallel`
@@ -48,6 +43,15 @@ pub struct Options {
     q_clusters: Option<bool>,
 }
 
+/// What `--help` prints (and an unknown argument's error ends with).
+const USAGE: &str = "\
+usage: flashomni-bench [attention] [gemm] [parallel] [--anchors anchors.py] [--n 4608,16896]
+                       [--out FILE] [--commit SHA] [--iters 20] [--warmup 5] [--pause-ms 500]
+                       [--gemm-rows 64|128] [--module sm80|sm90a] [--no-split-k]
+                       [--persistent-o on|off] [--q-clusters on|off]
+Times the named parts (default: attention gemm) on GPU 0, runs the anchors script in the same
+session when --anchors is given, prints a table and appends JSON Lines to --out.";
+
 /// The value of an `on|off` flag.
 fn on_off(flag: &str, value: &str) -> Result<bool> {
     match value {
@@ -57,7 +61,8 @@ fn on_off(flag: &str, value: &str) -> Result<bool> {
     }
 }
 
-fn parse_options() -> Result<Options> {
+/// The command line's options, or `None` after printing the usage for `--help`.
+fn parse_options() -> Result<Option<Options>> {
     let mut options = Options {
         ops: Vec::new(),
         anchors: None,
@@ -100,13 +105,17 @@ fn parse_options() -> Result<Options> {
             "--persistent-o" => options.persistent_o = Some(on_off(&arg, &value()?)?),
             "--q-clusters" => options.q_clusters = Some(on_off(&arg, &value()?)?),
             "attention" | "gemm" | "parallel" => options.ops.push(arg),
-            other => bail!("unknown argument `{other}`"),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
     }
     if options.ops.is_empty() {
         options.ops = vec!["attention".into(), "gemm".into()];
     }
-    Ok(options)
+    Ok(Some(options))
 }
 
 fn main() -> Result<()> {
@@ -114,7 +123,7 @@ fn main() -> Result<()> {
     // read the environment while it changes. NCCL (`parallel`) must not use NVLink multicast;
     // `Nccl::load` relies on the variable being set by now.
     unsafe { disable_nvls() };
-    let options = parse_options()?;
+    let Some(options) = parse_options()? else { return Ok(()) };
     let engine = match options.module {
         Some(arch) => Engine::with_arch(0, arch),
         None => Engine::new(0),
