@@ -261,11 +261,13 @@ impl Engine {
         args: AttentionArgs<'_, T>,
         stream: &cust::stream::Stream,
     ) -> Result<()> {
+        plan.work.check_context(self, "plan")?;
         let c = plan.config;
         // With symbols, only their computed blocks are launched (see `schedule`).
         let (work, work_items) = match args.symbols {
             None => (plan.work.view().address(), plan.work_items),
             Some(symbols) => {
+                symbols.check_context(self)?;
                 plan.check_symbols(symbols)?;
                 let (work, items) = symbols.attention_work.as_ref().ok_or_else(|| {
                     Error::Unsupported(format!("symbols with block_q {} cannot drive attention", symbols.block_q))

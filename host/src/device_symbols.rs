@@ -159,6 +159,12 @@ impl DeviceSymbols {
         use_list(address, count)
     }
 
+    /// Fails with [`Error::WrongContext`](crate::Error::WrongContext) unless the symbols were
+    /// uploaded in `engine`'s context.
+    pub(crate) fn check_context(&self, engine: &crate::Engine) -> Result<()> {
+        self.caching.check_context(engine, "symbols")
+    }
+
     /// Heads the symbols were built for.
     pub fn heads(&self) -> u32 {
         self.heads

@@ -32,12 +32,13 @@ fn entries(arch: Arch) -> impl Iterator<Item = &'static KernelAbi> {
 /// Rust CUDA stacks (cudarc, candle) use, so device pointers can be shared with them. The
 /// kernel module is loaded once, and every entry is resolved and configured up front.
 ///
-/// Every buffer, [`DeviceSymbols`](crate::DeviceSymbols), plan and workspace passed to an
-/// engine must live on the engine's device: they are allocated in the context current when
-/// they are made, which is the last engine's (or [`Engine::make_current`]'s) on the calling
-/// thread. The launchers do not check where an address points, so with several devices in
-/// one process a buffer of another device makes the kernel fault
-/// (`CUDA_ERROR_ILLEGAL_ADDRESS` at the next synchronisation, and the context is lost).
+/// Everything passed to an engine must live in the engine's context: arrays, symbols, plans
+/// and workspaces are allocated in the context current when they are made, which is the last
+/// engine's (or [`Engine::make_current`]'s) on the calling thread. Symbols, plans and
+/// workspaces made in another context are rejected with [`Error::WrongContext`]. Raw buffer
+/// views carry no context, so with several devices in one process a buffer of another device
+/// makes the kernel fault (`CUDA_ERROR_ILLEGAL_ADDRESS` at the next synchronisation, and the
+/// context is lost).
 pub struct Engine {
     // Field order matters: the stream and module go before the context they live in.
     stream: Stream,
@@ -139,6 +140,12 @@ impl Engine {
             .position(|kernel| kernel.name == name)
             .map(|index| self.functions.0[index])
             .ok_or_else(|| Error::Unsupported(format!("no kernel entry named {name}")))
+    }
+
+    /// The engine's context handle as a number (what [`DeviceArray`](crate::DeviceArray)s
+    /// record of the context they were allocated in).
+    pub(crate) fn raw_context(&self) -> usize {
+        self.context.as_raw() as usize
     }
 
     /// Makes this engine's context current on the calling thread (done by every launch).

@@ -62,6 +62,12 @@ pub enum Error {
     Symbols(SymbolError),
     /// The NCCL library could not be loaded, or lacks a function we bind.
     NcclUnavailable(String),
+    /// Symbols, a plan or a workspace were made in another CUDA context than the engine's
+    /// (another device, or a context of another library).
+    WrongContext {
+        /// Which argument.
+        object: &'static str,
+    },
     /// An NCCL call failed.
     Nccl {
         /// What we were doing.
@@ -90,6 +96,11 @@ impl fmt::Display for Error {
             Error::Unsupported(what) => write!(f, "unsupported: {what}"),
             Error::Symbols(err) => write!(f, "invalid sparse symbols: {err}"),
             Error::NcclUnavailable(why) => write!(f, "NCCL is not available: {why}"),
+            Error::WrongContext { object } => write!(
+                f,
+                "`{object}` was made in another CUDA context than the engine's (another device?); make it \
+                 after `Engine::make_current` of the engine that uses it"
+            ),
             Error::Nccl { context, code, message } => write!(f, "NCCL error while {context}: {message} ({code})"),
         }
     }

@@ -10,6 +10,7 @@ use core::mem::size_of;
 use cust::memory::{CopyDestination, DeviceBuffer};
 
 use crate::element::Plain;
+use crate::engine::Engine;
 use crate::error::{CudaContext, Result};
 
 /// Views a plain slice as bytes.
@@ -38,6 +39,8 @@ fn finish_default_stream(context: &'static str) -> Result<()> {
 pub struct DeviceArray<T: Plain> {
     bytes: DeviceBuffer<u8>,
     len: usize,
+    /// The context the array was allocated in (a `CUcontext` handle as a number).
+    context: usize,
     _element: PhantomData<T>,
 }
 
@@ -54,7 +57,13 @@ impl<T: Plain> DeviceArray<T> {
         // SAFETY: `Plain` values accept any bit pattern, so uninitialised memory is no hazard
         // beyond unspecified contents, which this constructor documents.
         let buffer = unsafe { DeviceBuffer::uninitialized(bytes) }.during("allocating device memory")?;
-        Ok(Self { bytes: buffer, len, _element: PhantomData })
+        let mut context = core::ptr::null_mut();
+        // SAFETY: the driver writes the calling thread's current context handle (the one the
+        // allocation above was made in) into `context`.
+        let status = unsafe { cust::sys::cuCtxGetCurrent(&mut context) };
+        crate::launch::check(status, "reading the current context")?;
+        let context = context as usize;
+        Ok(Self { bytes: buffer, len, context, _element: PhantomData })
     }
 
     /// Allocates and uploads `values`.
@@ -109,6 +118,12 @@ impl<T: Plain> DeviceArray<T> {
         let status = unsafe { cust::sys::cuMemsetD8_v2(address, byte, self.len * size_of::<T>()) };
         crate::launch::check(status, "filling device memory")?;
         finish_default_stream("finishing a fill of device memory")
+    }
+
+    /// Fails with [`Error::WrongContext`](crate::Error::WrongContext) naming `object` unless
+    /// the array was allocated in `engine`'s context.
+    pub(crate) fn check_context(&self, engine: &Engine, object: &'static str) -> Result<()> {
+        if self.context == engine.raw_context() { Ok(()) } else { Err(crate::Error::WrongContext { object }) }
     }
 
     /// Number of elements.

@@ -239,3 +239,25 @@ pub fn attention_args<'a, T: Element>(
 ) -> AttentionArgs<'a, T> {
     AttentionArgs { q: q.view(), k: k.view(), v: v.view(), out: out.view_mut(), lse: None, symbols }
 }
+
+/// Makes an object with `make` in a second CUDA context on `engine`'s device (a context of its
+/// own, not the engine's primary one), hands it to `check`, and frees it in that context.
+/// For tests that objects of another context are rejected.
+pub fn with_object_of_other_context<R>(
+    engine: &Engine,
+    make: impl FnOnce() -> anyhow::Result<R>,
+    check: impl FnOnce(&R) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use cust::context::legacy::{Context, ContextFlags, CurrentContext};
+    let other = Context::create_and_push(ContextFlags::SCHED_AUTO, engine.device())?;
+    let result = make().and_then(|object| {
+        let checked = check(&object);
+        // The engine made its own context current: free the object where it was allocated.
+        CurrentContext::set_current(&other)?;
+        drop(object);
+        checked
+    });
+    drop(other);
+    engine.make_current()?;
+    result
+}

@@ -17,7 +17,10 @@ use flashomni::{
 };
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::compare::{Comparison, Tolerance};
-use flashomni_tests::gpu::{GuardedOutput, engine_or_skip, engines_or_skip, for_each_engine, is_poison};
+use flashomni_tests::gpu::{
+    GuardedOutput, attention_args, engine_or_skip, engines_or_skip, for_each_engine, is_poison,
+    with_object_of_other_context,
+};
 use flashomni_tests::random::seeded_rng;
 use flashomni_tests::random::{random_elements, random_symbols};
 use flashomni_tests::reference::attention::{AttentionShape, attention};
@@ -292,17 +295,19 @@ fn bad_inputs_are_rejected_with_clear_errors() -> Result<()> {
     let geometry = SymbolGeometry::new(2, 128, 128, &requests)?;
     let wrong = DeviceSymbols::upload(&PackedSymbols::dense(&geometry).view())?;
     let q = DeviceArray::<bf16>::uninitialized(plan.q_elements())?;
-    let args = AttentionArgs {
-        q: q.view(),
-        k: big.view(),
-        v: big.view(),
-        out: out.view_mut(),
-        lse: None,
-        symbols: Some(&wrong),
-    };
+    let args = attention_args(&q, &big, &big, &mut out, Some(&wrong));
     match engine.attention(&plan, args, engine.stream()) {
         Err(Error::InvalidShape(message)) => ensure!(message.contains("sequence lengths"), "{message}"),
         other => bail!("symbols of another shape must be rejected, got {other:?}"),
     }
-    Ok(())
+    let plan_requests = [RequestShape::new(200, 300)];
+    let fitting = SymbolGeometry::new(2, 128, 128, &plan_requests)?;
+    let upload = || Ok(DeviceSymbols::upload(&PackedSymbols::dense(&fitting).view())?);
+    with_object_of_other_context(&engine, upload, |foreign| {
+        let args = attention_args(&q, &big, &big, &mut out, Some(foreign));
+        match engine.attention(&plan, args, engine.stream()) {
+            Err(Error::WrongContext { object: "symbols" }) => Ok(()),
+            other => bail!("symbols of another context must be rejected, got {other:?}"),
+        }
+    })
 }

@@ -36,6 +36,7 @@ use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry, SymbolsView
 use flashomni_tests::compare::{Comparison, Tolerance, unit_roundoff};
 use flashomni_tests::gpu::{
     GuardedOutput, engine_or_skip, engines_or_skip, for_each_engine, is_poison, subview, subview_mut,
+    with_object_of_other_context,
 };
 use flashomni_tests::random::{random_elements, random_symbols, seeded_rng};
 use flashomni_tests::reference::{GemmQRef, GemmShape, HeadSparsity, gemm_o_active, gemm_o_cache, gemm_q};
@@ -900,6 +901,13 @@ fn gemm_bad_inputs_are_rejected_with_clear_errors() -> Result<()> {
         "GEMM-Q with symbols for another head count",
         |err| matches!(err, Error::InvalidShape(message) if message.contains("heads")),
     )?;
+    with_object_of_other_context(&engine, two_head_symbols, |foreign| {
+        let wrong_context = |err: &Error| matches!(err, Error::WrongContext { object: "symbols" });
+        let result = engine.gemm_q(q_args(big.view(), out.view_mut(), 2, 0, Some(foreign)), 16, 256, 64, stream);
+        expect_error(result, "GEMM-Q with symbols of another context", wrong_context)?;
+        let result = engine.gemm_o(o_args(big.view(), out.view_mut(), 2, 0, Some(foreign)), 16, 64, 256, stream);
+        expect_error(result, "GEMM-O with symbols of another context", wrong_context)
+    })?;
 
     let split = Some(GemmSplit { whole_tiles: 0, parts: 2 });
     let args = GemmQArgs { split, ..q_args(big.view(), out.view_mut(), 1, 0, None) };

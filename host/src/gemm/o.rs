@@ -35,6 +35,12 @@ impl Engine {
         if args.heads > GEMM_MAX_HEADS {
             return Err(Error::Unsupported(format!("GEMM-O with {} heads (at most {GEMM_MAX_HEADS})", args.heads)));
         }
+        if let Some(symbols) = args.symbols {
+            symbols.check_context(self)?;
+        }
+        if let Some(workspace) = &args.workspace {
+            workspace.check_context(self)?;
+        }
         if !head_dim.is_multiple_of(GEMM_TILE_K) {
             return Err(Error::Unsupported(format!(
                 "GEMM-O head_dim {head_dim} (must be a multiple of {GEMM_TILE_K})"

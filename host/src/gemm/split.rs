@@ -88,6 +88,12 @@ impl GemmWorkspace {
         })
     }
 
+    /// Fails with [`Error::WrongContext`] unless the workspace was allocated in `engine`'s
+    /// context.
+    pub(crate) fn check_context(&self, engine: &Engine) -> Result<()> {
+        self.partials.check_context(engine, "workspace")
+    }
+
     /// The device address of the persistent GEMM-O's tile counters (see
     /// [`GEMM_O_TILE_COUNTERS`]).
     pub(crate) fn tile_counters(&mut self) -> u64 {
