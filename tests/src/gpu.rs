@@ -91,6 +91,23 @@ pub fn report_skip(test: &str, why: &str) {
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
 }
 
+/// Prints why `test` is skipped, as [`report_skip`] does.
+///
+/// # Panics
+/// Under `FLASHOMNI_REQUIRE_GPU=1`, where a skip is a failure.
+pub fn skip_unless_required(test: &str, why: &str) {
+    if gpu_required() {
+        panic!("{test}: {REQUIRE_GPU} is set but {why}");
+    }
+    report_skip(test, why);
+}
+
+/// The bits of a 16-bit element, through its f32 widening (exact and injective, so equal
+/// patterns mean equal elements).
+pub fn bit_pattern<T: Element>(value: T) -> u32 {
+    value.to_f32().to_bits()
+}
+
 /// The bit pattern written into outputs before a launch: all ones, a NaN in bf16, f16 and
 /// f32, so an element the kernel should have written but did not cannot pass a comparison.
 pub const POISON_BYTE: u8 = 0xFF;

@@ -18,7 +18,7 @@ use flashomni::{
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::compare::{Comparison, Tolerance};
 use flashomni_tests::gpu::{
-    GuardedOutput, attention_args, engine_or_skip, engines_or_skip, for_each_engine, is_poison,
+    GuardedOutput, attention_args, bit_pattern, engine_or_skip, engines_or_skip, for_each_engine, is_poison,
     with_object_of_other_context,
 };
 use flashomni_tests::random::seeded_rng;
@@ -252,8 +252,7 @@ fn rows_with_every_kv_block_dropped_are_zero() -> Result<()> {
 
 /// Runs `case` twice in `T` and checks that both outputs are bitwise equal.
 fn twice_bitwise_equal<T: Element>(engine: &Engine, case: &Case) -> Result<()> {
-    // Widening a 16-bit value to f32 is exact and injective, so equal f32 bits are equal bits.
-    let bits = |values: Vec<T>| values.iter().map(|x| x.to_f32().to_bits()).collect::<Vec<_>>();
+    let bits = |values: Vec<T>| values.into_iter().map(bit_pattern).collect::<Vec<_>>();
     let (first, second) = (bits(run_case::<T>(engine, case)?), bits(run_case::<T>(engine, case)?));
     ensure!(first == second, "{} seed {}: outputs differ between runs", T::NAME, case.seed);
     Ok(())

@@ -35,7 +35,7 @@ use flashomni::{
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry, SymbolsView};
 use flashomni_tests::compare::{Comparison, Tolerance, unit_roundoff};
 use flashomni_tests::gpu::{
-    GuardedOutput, engine_or_skip, engines_or_skip, for_each_engine, is_poison, subview, subview_mut,
+    GuardedOutput, bit_pattern, engine_or_skip, engines_or_skip, for_each_engine, is_poison, subview, subview_mut,
     with_object_of_other_context,
 };
 use flashomni_tests::random::{random_elements, random_symbols, seeded_rng};
@@ -314,21 +314,25 @@ impl<T: Element> QProblem<'_, T> {
         engine.gemm_q(args, case.m, case.n(), case.k, engine.stream()).with_context(context)?;
         engine.synchronize()?;
         let got = out.to_host().with_context(context)?;
-
-        let tolerance = Tolerance::for_gemm(T::NAME);
-        let mut comparison = Comparison::default();
-        for (i, &value) in got.iter().enumerate() {
-            let (row, col) = (i / n, i % n);
-            if self.want.written[i] {
-                comparison
-                    .element(f64::from(value.to_f32()), self.want.out[i], tolerance, || format!("row {row} col {col}"));
-            } else if !is_poison(value) {
-                comparison.fail(|| format!("row {row} col {col} belongs to a cached pair but was written"));
-            }
-        }
-        comparison.finish(tolerance).with_context(context)?;
+        check_gemm_q_output(&got, &self.want, n).with_context(context)?;
         Ok(got)
     }
+}
+
+/// Checks a GEMM-Q output of `n` columns against the leading rows of `want`: the elements of
+/// computed pairs within [`Tolerance::for_gemm`], the others still poisoned.
+fn check_gemm_q_output<T: Element>(got: &[T], want: &GemmQRef, n: usize) -> Result<()> {
+    let tolerance = Tolerance::for_gemm(T::NAME);
+    let mut comparison = Comparison::default();
+    for (i, &value) in got.iter().enumerate() {
+        let (row, col) = (i / n, i % n);
+        if want.written[i] {
+            comparison.element(f64::from(value.to_f32()), want.out[i], tolerance, || format!("row {row} col {col}"));
+        } else if !is_poison(value) {
+            comparison.fail(|| format!("row {row} col {col} belongs to a cached pair but was written"));
+        }
+    }
+    Ok(comparison.finish(tolerance)?)
 }
 
 /// One GEMM-O problem: its shape, head layout and the seed of its inputs.
@@ -712,8 +716,7 @@ fn gemm_o_ctas_walking_several_tiles() -> Result<()> {
 /// Runs `run` twice and checks that both outputs are bitwise equal.
 fn twice_bitwise_equal<T: Element>(what: &str, mut run: impl FnMut() -> Result<Vec<T>>) -> Result<()> {
     let (first, second) = (run()?, run()?);
-    // Widening a 16-bit value to f32 is exact and injective, so equal f32 bits are equal bits.
-    let bits = |values: &[T]| values.iter().map(|x| x.to_f32().to_bits()).collect::<Vec<_>>();
+    let bits = |values: &[T]| values.iter().copied().map(bit_pattern).collect::<Vec<_>>();
     ensure!(bits(&first) == bits(&second), "{} {what}: runs differ", T::NAME);
     Ok(())
 }
@@ -791,18 +794,7 @@ fn gemm_q_threads_sharing_symbols_match_reference() -> Result<()> {
             };
             engine.gemm_q(args, m, layout.width(), k, &stream)?;
             stream.synchronize()?;
-            let got = out.to_host()?;
-            let mut comparison = Comparison::default();
-            for (i, &value) in got.iter().enumerate() {
-                if want.written[i] {
-                    comparison.element(f64::from(value.to_f32()), want.out[i], Tolerance::BF16, || {
-                        format!("m {m}: row {} col {}", i / n, i % n)
-                    });
-                } else if !is_poison(value) {
-                    comparison.fail(|| format!("m {m}: row {} col {} is cached but was written", i / n, i % n));
-                }
-            }
-            comparison.finish(Tolerance::BF16).with_context(|| format!("m = {m}"))?;
+            check_gemm_q_output(&out.to_host()?, &want, n).with_context(|| format!("m = {m}"))?;
         }
         Ok(())
     };

@@ -27,7 +27,7 @@ use flashomni::{AttentionConfig, AttentionPlan, DeviceArray, Element, Engine, Er
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::compare::{Comparison, Tolerance};
 use flashomni_tests::gpu::{
-    REQUIRE_GPU, attention_args, engine_or_skip, gpu_required, is_poison, join_ranks, poisoned, report_skip,
+    attention_args, bit_pattern, engine_or_skip, is_poison, join_ranks, poisoned, report_skip, skip_unless_required,
 };
 use flashomni_tests::random::{random_elements, random_symbols, seeded_rng};
 use flashomni_tests::reference::attention::{AttentionShape, computed_rows};
@@ -53,11 +53,7 @@ fn nvls_preset_or_skip(test: &str) -> bool {
     if std::env::var_os(NVLS_ENV).is_some() {
         return true;
     }
-    let why = format!("{NVLS_ENV} is not set; set it (to 0) before running the tests");
-    if gpu_required() {
-        panic!("{test}: {why}");
-    }
-    report_skip(test, &why);
+    skip_unless_required(test, &format!("{NVLS_ENV} is not set; set it (to 0) before running the tests"));
     false
 }
 
@@ -66,17 +62,6 @@ fn load_from(path: impl AsRef<std::ffi::OsStr>) -> flashomni::Result<Arc<Nccl>> 
     // SAFETY: NCCL_NVLS_ENABLE is set (the callers checked), so loading changes no environment;
     // the tests pass NCCL's paths or libraries that are harmless to load (libc, a missing file).
     unsafe { Nccl::load_from(path) }
-}
-
-/// Prints why `test` is skipped for want of NCCL.
-///
-/// # Panics
-/// Under `FLASHOMNI_REQUIRE_GPU=1`, where a GPU run must not pass without NCCL.
-fn skip_without_nccl(test: &str, why: &str) {
-    if gpu_required() {
-        panic!("{test}: {REQUIRE_GPU} is set but {why}");
-    }
-    report_skip(test, why);
 }
 
 /// The variable that makes a multi-rank test on too few GPUs a failure: the GPU count the run
@@ -95,7 +80,7 @@ fn nccl_or_skip(test: &str) -> Option<Arc<Nccl>> {
         Err(err) => err,
     };
     if explicit {
-        skip_without_nccl(test, &format!("{LIBRARY_ENV} is set but NCCL does not load: {err}"));
+        skip_unless_required(test, &format!("{LIBRARY_ENV} is set but NCCL does not load: {err}"));
         return None;
     }
     if let Some(dir) = python_nccl_dir() {
@@ -107,7 +92,7 @@ fn nccl_or_skip(test: &str) -> Option<Arc<Nccl>> {
             Err(err) => eprintln!("{test}: the python3 NCCL wheel does not load: {err}"),
         }
     }
-    skip_without_nccl(
+    skip_unless_required(
         test,
         &format!(
             "NCCL not found ({err}); set {LIBRARY_ENV} to libnccl.so.2 or its folder \
@@ -115,11 +100,6 @@ fn nccl_or_skip(test: &str) -> Option<Arc<Nccl>> {
         ),
     );
     None
-}
-
-/// Raw bits of a 16-bit element (its f32 widening is exact and injective).
-fn bits<T: Element>(value: T) -> u32 {
-    value.to_f32().to_bits()
 }
 
 /// One attention problem: global shape and a list of symbol settings run one after another
@@ -227,7 +207,7 @@ fn single_rank_case<T: Element>(engine: &Engine, comm: Communicator, case: &Case
     let want = data.single_gpu(engine)?;
     let (got, comm) = run_rank(engine, comm, &data, (&data.q, &data.k, &data.v))?;
     for (step, (got, want)) in got.iter().zip(&want).enumerate() {
-        let differing = got.iter().zip(want).filter(|(a, b)| bits(**a) != bits(**b)).count();
+        let differing = got.iter().zip(want).filter(|(a, b)| bit_pattern(**a) != bit_pattern(**b)).count();
         ensure!(
             differing == 0,
             "{} seed {} step {step}: {differing} of {} elements differ from single-GPU attention",
@@ -397,7 +377,7 @@ fn ranks_match_single_gpu() -> Result<()> {
             let mut comparison = Comparison::default();
             let mut identical = 0usize;
             for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-                identical += usize::from(bits(g) == bits(w));
+                identical += usize::from(bit_pattern(g) == bit_pattern(w));
                 if !computed[i / case.head_dim as usize] {
                     if !is_poison(g) {
                         comparison.fail(|| format!("element {i}: cached row was written"));

@@ -4,6 +4,7 @@
 use flashomni_kernels::abi::{GEMM_TILE_N, GemmRows};
 
 use crate::device_symbols::DeviceSymbols;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::validate::{check_aligned, check_len};
 
@@ -78,9 +79,16 @@ pub(super) fn split_heads(axis: &str, len: u32, heads: u32) -> Result<u32> {
     Ok(len / heads)
 }
 
-/// Checks the symbols against the head count and the rows: request 0 must cover tokens
-/// `token_offset .. token_offset + m`.
-pub(super) fn check_symbols(symbols: &DeviceSymbols, heads: u32, token_offset: u32, m: u32) -> Result<()> {
+/// Checks the symbols against the engine, the head count and the rows: uploaded in `engine`'s
+/// context, and request 0 covering tokens `token_offset .. token_offset + m`.
+pub(super) fn check_symbols(
+    engine: &Engine,
+    symbols: &DeviceSymbols,
+    heads: u32,
+    token_offset: u32,
+    m: u32,
+) -> Result<()> {
+    symbols.check_context(engine)?;
     if symbols.heads != heads {
         return Err(Error::InvalidShape(format!("symbols are for {} heads, the GEMM has {heads}", symbols.heads)));
     }

@@ -35,9 +35,6 @@ impl Engine {
         if args.heads > GEMM_MAX_HEADS {
             return Err(Error::Unsupported(format!("GEMM-O with {} heads (at most {GEMM_MAX_HEADS})", args.heads)));
         }
-        if let Some(symbols) = args.symbols {
-            symbols.check_context(self)?;
-        }
         if let Some(workspace) = &args.workspace {
             workspace.check_context(self)?;
         }
@@ -102,7 +99,7 @@ impl Engine {
         };
         let block_q = match args.symbols {
             Some(symbols) => {
-                check_symbols(symbols, args.heads, args.token_offset, m)?;
+                check_symbols(self, symbols, args.heads, args.token_offset, m)?;
                 let tile = rows.rows();
                 if !args.token_offset.is_multiple_of(tile) || !symbols.block_q.is_multiple_of(tile) {
                     return Err(Error::Unsupported(format!(

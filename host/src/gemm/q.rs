@@ -64,8 +64,7 @@ impl Engine {
             return Err(Error::Unsupported(format!("GEMM-Q head_dim {head_dim} (must be a multiple of 8)")));
         }
         if let Some(symbols) = args.symbols {
-            symbols.check_context(self)?;
-            check_symbols(symbols, args.heads, args.token_offset, m)?;
+            check_symbols(self, symbols, args.heads, args.token_offset, m)?;
         }
         if let Some(workspace) = &args.workspace {
             workspace.check_context(self)?;
