@@ -108,6 +108,18 @@ pub fn bit_pattern<T: Element>(value: T) -> u32 {
     value.to_f32().to_bits()
 }
 
+/// Runs `run` twice and checks that both outputs are bitwise equal; `what` names the run in
+/// the error.
+pub fn twice_bitwise_equal<T: Element>(
+    what: &str,
+    mut run: impl FnMut() -> anyhow::Result<Vec<T>>,
+) -> anyhow::Result<()> {
+    let (first, second) = (run()?, run()?);
+    let bits = |values: &[T]| values.iter().copied().map(bit_pattern).collect::<Vec<_>>();
+    ensure!(bits(&first) == bits(&second), "{} {what}: runs differ", T::NAME);
+    Ok(())
+}
+
 /// The bit pattern written into outputs before a launch: all ones, a NaN in bf16, f16 and
 /// f32, so an element the kernel should have written but did not cannot pass a comparison.
 pub const POISON_BYTE: u8 = 0xFF;

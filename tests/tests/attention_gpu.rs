@@ -18,7 +18,7 @@ use flashomni::{
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
 use flashomni_tests::compare::{Comparison, Tolerance};
 use flashomni_tests::gpu::{
-    GuardedOutput, attention_args, bit_pattern, engine_or_skip, engines_or_skip, for_each_engine, is_poison,
+    GuardedOutput, attention_args, engine_or_skip, engines_or_skip, for_each_engine, is_poison, twice_bitwise_equal,
     with_object_of_other_context,
 };
 use flashomni_tests::random::seeded_rng;
@@ -250,21 +250,13 @@ fn rows_with_every_kv_block_dropped_are_zero() -> Result<()> {
     })
 }
 
-/// Runs `case` twice in `T` and checks that both outputs are bitwise equal.
-fn twice_bitwise_equal<T: Element>(engine: &Engine, case: &Case) -> Result<()> {
-    let bits = |values: Vec<T>| values.into_iter().map(bit_pattern).collect::<Vec<_>>();
-    let (first, second) = (bits(run_case::<T>(engine, case)?), bits(run_case::<T>(engine, case)?));
-    ensure!(first == second, "{} seed {}: outputs differ between runs", T::NAME, case.seed);
-    Ok(())
-}
-
 #[test]
 fn two_runs_are_bitwise_equal() -> Result<()> {
     for_each_engine("two_runs_are_bitwise_equal", |engine| {
         for seed in [11, 12, 13] {
             let case = Case::draw(seed);
-            twice_bitwise_equal::<bf16>(engine, &case)?;
-            twice_bitwise_equal::<f16>(engine, &case)?;
+            twice_bitwise_equal(&format!("seed {seed}"), || run_case::<bf16>(engine, &case))?;
+            twice_bitwise_equal(&format!("seed {seed}"), || run_case::<f16>(engine, &case))?;
         }
         Ok(())
     })

@@ -35,8 +35,8 @@ use flashomni::{
 use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry, SymbolsView};
 use flashomni_tests::compare::{Comparison, Tolerance, unit_roundoff};
 use flashomni_tests::gpu::{
-    GuardedOutput, bit_pattern, engine_or_skip, engines_or_skip, for_each_engine, is_poison, subview, subview_mut,
-    with_object_of_other_context,
+    GuardedOutput, engine_or_skip, engines_or_skip, for_each_engine, is_poison, subview, subview_mut,
+    twice_bitwise_equal, with_object_of_other_context,
 };
 use flashomni_tests::random::{random_elements, random_symbols, seeded_rng};
 use flashomni_tests::reference::{GemmQRef, GemmShape, HeadSparsity, gemm_o_active, gemm_o_cache, gemm_q};
@@ -711,14 +711,6 @@ fn gemm_o_ctas_walking_several_tiles() -> Result<()> {
     let persistent = OLaunch { persistent: true, ..OLaunch::per_tile(Some(GemmRows::Rows128)) };
     let launches = [persistent, OLaunch { cache_first: false, ..persistent }];
     check_cases("gemm_o_ctas_walking_several_tiles", &with_launches([o], &launches))
-}
-
-/// Runs `run` twice and checks that both outputs are bitwise equal.
-fn twice_bitwise_equal<T: Element>(what: &str, mut run: impl FnMut() -> Result<Vec<T>>) -> Result<()> {
-    let (first, second) = (run()?, run()?);
-    let bits = |values: &[T]| values.iter().copied().map(bit_pattern).collect::<Vec<_>>();
-    ensure!(bits(&first) == bits(&second), "{} {what}: runs differ", T::NAME);
-    Ok(())
 }
 
 /// Both GEMMs twice on the same inputs in `T`: split GEMM-Q tiles (whose last part to arrive
