@@ -15,7 +15,8 @@ grep -E "FAILED|panicked|^SKIPPED" "$out/tests.log" | head -8
 tail -1 "$out/tests.log"
 echo "=== compute-sanitizer"
 for case in "attention_gpu rows_with_every" "attention_gpu full_sizes" "gemm_gpu gemm_q_mixed" "gemm_gpu gemm_q_split" \
-            "gemm_gpu gemm_o_ctas_walking" "gemm_gpu gemm_larger" "parallel_gpu single_rank_matches"; do
+            "gemm_gpu gemm_o_ctas_walking" "gemm_gpu gemm_larger" "gemm_gpu gemm_batch_calls" \
+            "parallel_gpu single_rank_matches"; do
   set -- $case
   for tool in memcheck racecheck synccheck; do
     extra=(); [[ $tool == memcheck ]] && extra=(--report-api-errors no)

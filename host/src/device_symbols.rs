@@ -28,8 +28,10 @@ pub struct DeviceSymbols {
     /// `None` when the symbols cannot drive attention (`block_q` not a multiple of the
     /// attention work-item rows, or more query tokens × heads than any attention plan takes).
     pub(crate) attention_work: Option<(DeviceArray<u32>, u32)>,
-    /// Request 0's packed S_c segment on the host (the GEMMs read request 0 only).
+    /// The packed S_c bytes on the host (the GEMMs build their tile lists from them).
     pub(crate) caching_host: Vec<u8>,
+    /// The S_c byte-offset indptr on the host (one entry per request, plus one).
+    pub(crate) caching_indptr_host: Vec<u32>,
     /// GEMM-Q tile lists already built for these bits, by launch shape (at most
     /// [`MAX_TILE_LISTS`]). Entries stay until [`DeviceSymbols::update`] or until the cache is
     /// full; both first wait for every launch that may read them. Launches are enqueued under
@@ -45,6 +47,8 @@ const MAX_TILE_LISTS: usize = 16;
 /// The launch shape a GEMM-Q tile list depends on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct GemmTileShape {
+    /// Request whose S_c bits the launch reads.
+    pub request: u32,
     /// Attention-sequence position of row 0.
     pub token_offset: u32,
     /// Rows.
@@ -55,11 +59,6 @@ pub(crate) struct GemmTileShape {
     pub head_dim: u32,
     /// Rows per tile.
     pub tile_rows: u32,
-}
-
-/// Request 0's S_c segment of `view` (empty without requests).
-fn request0_caching(view: &SymbolsView<'_>) -> Vec<u8> {
-    view.caching_segment(0).unwrap_or(&[]).to_vec()
 }
 
 /// Uploads the attention work list of `view` (see `schedule::sparse_work`).
@@ -90,7 +89,8 @@ impl DeviceSymbols {
             block_kv: geometry.block_kv(),
             requests: geometry.requests().to_vec(),
             attention_work: upload_attention_work(view)?,
-            caching_host: request0_caching(view),
+            caching_host: view.caching().to_vec(),
+            caching_indptr_host: view.caching_indptr().to_vec(),
             gemm_q_tiles: Mutex::new(HashMap::new()),
         })
     }
@@ -122,14 +122,15 @@ impl DeviceSymbols {
         self.caching.upload(view.caching())?;
         self.skip.upload(view.skip())?;
         self.attention_work = attention_work;
-        self.caching_host = request0_caching(view);
+        // Same geometry, so the same indptr.
+        self.caching_host = view.caching().to_vec();
         self.gemm_q_tiles.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
         Ok(())
     }
 
     /// Runs `use_list` with the device address and length of the GEMM-Q tile list for
-    /// `shape`, built by `build` from request 0's S_c bytes the first time this shape is
-    /// launched. Must be called with the symbols' context current (the list is allocated
+    /// `shape`, built by `build` from the S_c segment of `shape.request` the first time this
+    /// shape is launched. Must be called with the symbols' context current (the list is allocated
     /// there, and a full cache is emptied after waiting for that context's launches).
     ///
     /// The lists stay locked while `use_list` runs, so a launch that reads the list must be
@@ -149,7 +150,8 @@ impl DeviceSymbols {
             cust::context::CurrentContext::synchronize().during("waiting for launches that read old tile lists")?;
             lists.clear();
         }
-        let tiles = build(&self.caching_host);
+        let (_, segment) = self.caching_segment(shape.request)?;
+        let tiles = build(segment);
         let count = u32::try_from(tiles.len() / 2)
             .map_err(|_| crate::Error::InvalidShape(format!("a GEMM-Q tile list of {} tiles", tiles.len() / 2)))?;
         // A launch needs an address even for an empty list.
@@ -157,6 +159,27 @@ impl DeviceSymbols {
         let address = array.view().address();
         lists.insert(shape, (array, count));
         use_list(address, count)
+    }
+
+    /// Request `request`'s packed S_c segment: its device address (for the kernels) and its
+    /// bytes on the host.
+    ///
+    /// # Errors
+    /// [`Error::InvalidShape`](crate::Error::InvalidShape) when the symbols have no request
+    /// `request`.
+    pub(crate) fn caching_segment(&self, request: u32) -> Result<(u64, &[u8])> {
+        let index = request as usize;
+        let bounds = self.caching_indptr_host.get(index).zip(self.caching_indptr_host.get(index + 1));
+        let segment = bounds.and_then(|(&start, &end)| {
+            let bytes = self.caching_host.get(start as usize..end as usize)?;
+            Some((self.caching.view().address() + u64::from(start), bytes))
+        });
+        segment.ok_or_else(|| {
+            crate::Error::InvalidShape(format!(
+                "request {request} of symbols that describe {} requests",
+                self.requests.len()
+            ))
+        })
     }
 
     /// Fails with [`Error::WrongContext`](crate::Error::WrongContext) unless the symbols were

@@ -309,7 +309,8 @@ pub struct GemmParams {
     pub c: u64,
     /// Output `[m, n]`, same element type as the inputs.
     pub out: u64,
-    /// Packed S_c segment of request 0; 0 means every (query block, head) is computed.
+    /// Packed S_c segment of the request whose query tokens the rows are; 0 means every
+    /// (query block, head) is computed.
     pub caching: u64,
     /// GEMM-Q only: `u32[2 · tiles]` (column tile, row tile) pairs listing the tiles with a
     /// computed pair (built from the symbols on the host), one per work item; 0: item `t` is

@@ -16,13 +16,15 @@
 //! [`Tolerance::BF16`]. A case's inputs and references are computed once per element type and
 //! shared by the launches that differ only in CTA size, split or kernel.
 //!
-//! Shapes cover rows that are not a multiple of the 128-row tile, reductions that are not a
-//! multiple of the 64-deep k-tile (and shorter than one), K = 3072, dense and sparse symbols,
-//! every head-dim class each GEMM accepts (GEMM-Q: multiples of 8 from 8 to 256, so a
-//! 128-column tile may span up to 16 heads or cut a head in two; GEMM-O: multiples of 64 up to
-//! 256), and unaligned token offsets for GEMM-Q (a row tile then spans two query blocks). Every random case draws the CTA size
-//! too (64 rows, 128 rows, or the launcher's choice); the fixed-shape cases run both sizes,
-//! in bf16 and f16. The error tests check that bad arguments are rejected, before anything is
+//! Half the random cases' symbols hold one or two more requests, before or after the one the
+//! rows belong to, so its S_c segment starts past theirs. Shapes cover rows that are not a
+//! multiple of the 128-row tile, reductions that are not a multiple of the 64-deep k-tile (and
+//! shorter than one), K = 3072, dense and sparse symbols, every head-dim class each GEMM
+//! accepts (GEMM-Q: multiples of 8 from 8 to 256, so a 128-column tile may span up to 16 heads
+//! or cut a head in two; GEMM-O: multiples of 64 up to 256), and unaligned token offsets for
+//! GEMM-Q (a row tile then spans two query blocks). Every random case draws the CTA size too
+//! (64 rows, 128 rows, or the launcher's choice); the fixed-shape cases run both sizes, in
+//! bf16 and f16. The error tests check that bad arguments are rejected, before anything is
 //! launched, with the error variant that names the problem.
 
 use std::cell::RefCell;
@@ -84,12 +86,17 @@ fn draw_split(rng: &mut impl Rng) -> SplitChoice {
     }
 }
 
-/// What a GEMM-Q and a GEMM-O case share: the head split, where the rows lie in the
-/// request, the request's S_c and whether a bias is added.
+/// What a GEMM-Q and a GEMM-O case share: the head split, which request of the symbols the
+/// rows belong to and where they lie in it, the symbols' S_c and whether a bias is added.
 #[derive(Debug, Clone)]
 struct HeadLayout {
     heads: u32,
     head_dim: u32,
+    /// The request of the symbols whose query tokens the rows are.
+    request: u32,
+    /// Query lengths of the symbols' other requests, in order (the GEMM's request is
+    /// inserted at `request`), so its S_c segment starts past theirs.
+    other_q_lens: Vec<u32>,
     token_offset: u32,
     block_q: u32,
     /// Extra query tokens of the request past the GEMM's rows.
@@ -100,16 +107,21 @@ struct HeadLayout {
 
 impl HeadLayout {
     /// Draws `1..=max_heads` heads of a size from `head_dims`, a token offset from
-    /// `token_offset` and a query block size from `block_qs`, then the rest.
+    /// `token_offset` and a query block size from `block_qs`, then the rest. Half the layouts
+    /// have one request; the others have one or two more, of 0–400 query tokens, before or
+    /// after the GEMM's.
     fn draw<R: Rng>(
         rng: &mut R,
         (max_heads, head_dims): (u32, &[u32]),
         token_offset: impl FnOnce(&mut R) -> u32,
         block_qs: &[u32],
     ) -> HeadLayout {
+        let others = if rng.gen_bool(0.5) { 0 } else { rng.gen_range(1..=2) };
         HeadLayout {
             heads: rng.gen_range(1..=max_heads),
             head_dim: head_dims[rng.gen_range(0..head_dims.len())],
+            request: rng.gen_range(0..=others),
+            other_q_lens: (0..others).map(|_| rng.gen_range(0..=400)).collect(),
             token_offset: token_offset(rng),
             block_q: block_qs[rng.gen_range(0..block_qs.len())],
             q_extra: rng.gen_range(0..=40),
@@ -120,7 +132,17 @@ impl HeadLayout {
 
     /// A fixed layout with a bias, 128-token query blocks and no tokens past the rows.
     fn with_bias(heads: u32, head_dim: u32, token_offset: u32, cache_ratio: Option<f64>) -> HeadLayout {
-        HeadLayout { heads, head_dim, token_offset, block_q: 128, q_extra: 0, cache_ratio, with_bias: true }
+        HeadLayout {
+            heads,
+            head_dim,
+            request: 0,
+            other_q_lens: Vec::new(),
+            token_offset,
+            block_q: 128,
+            q_extra: 0,
+            cache_ratio,
+            with_bias: true,
+        }
     }
 
     /// Length of the axis split into heads (`n` of GEMM-Q, `k` of GEMM-O).
@@ -128,11 +150,13 @@ impl HeadLayout {
         self.heads * self.head_dim
     }
 
-    /// Random S_c for one request covering `m` GEMM rows (S_s all ones), or `None` (dense);
-    /// on the host and uploaded.
+    /// Random S_c for the requests, the GEMM's covering its `m` rows (S_s all ones), or `None`
+    /// (dense); on the host and uploaded.
     fn symbols(&self, rng: &mut impl Rng, m: u32) -> Result<(Option<PackedSymbols>, Option<DeviceSymbols>)> {
         let Some(ratio) = self.cache_ratio else { return Ok((None, None)) };
-        let requests = [RequestShape::new(self.token_offset + m + self.q_extra, 128)];
+        let mut q_lens = self.other_q_lens.clone();
+        q_lens.insert(self.request as usize, self.token_offset + m + self.q_extra);
+        let requests: Vec<_> = q_lens.into_iter().map(|q_len| RequestShape::new(q_len, 128)).collect();
         let geometry = SymbolGeometry::new(self.heads, self.block_q, 128, &requests)?;
         let symbols = random_symbols(rng, &geometry, 1.0, ratio);
         let device = DeviceSymbols::upload(&symbols.view())?;
@@ -141,7 +165,7 @@ impl HeadLayout {
 
     /// The references' view of `symbols` for these rows.
     fn sparsity<'a>(&self, symbols: Option<&'a SymbolsView<'a>>) -> Option<HeadSparsity<'a>> {
-        symbols.map(|symbols| HeadSparsity { symbols, request: 0, token_offset: self.token_offset })
+        symbols.map(|symbols| HeadSparsity { symbols, request: self.request as usize, token_offset: self.token_offset })
     }
 }
 
@@ -299,6 +323,7 @@ impl<T: Element> QProblem<'_, T> {
             token_offset: case.layout.token_offset,
             heads: case.layout.heads,
             symbols: operands.device_symbols.as_ref(),
+            request: case.layout.request,
             tile_rows: launch.rows,
             workspace: match launch.split {
                 SplitChoice::Off => None,
@@ -446,6 +471,7 @@ impl<T: Element> OProblem<'_, T> {
             token_offset: self.case.layout.token_offset,
             heads: self.case.layout.heads,
             symbols: self.operands.device_symbols.as_ref(),
+            request: self.case.layout.request,
             tile_rows: launch.rows,
             persistent: workspace.is_some().then_some(true),
             workspace,
@@ -779,6 +805,7 @@ fn gemm_q_threads_sharing_symbols_match_reference() -> Result<()> {
                 token_offset: layout.token_offset,
                 heads: layout.heads,
                 symbols: operands.device_symbols.as_ref(),
+                request: 0,
                 tile_rows: None,
                 workspace: None,
                 split: None,
@@ -794,6 +821,64 @@ fn gemm_q_threads_sharing_symbols_match_reference() -> Result<()> {
         let threads = [scope.spawn(|| run_thread(120)), scope.spawn(|| run_thread(121))];
         threads.into_iter().try_for_each(|thread| thread.join().map_err(|_| anyhow::anyhow!("a thread panicked"))?)
     })
+}
+
+/// A batch of three requests of one length under one upload of their symbols: a GEMM-Q and a
+/// GEMM-O call (active mode, no `C`) per request, all of one shape, each checked against the
+/// reference of its own request's bits. GEMM-Q's tile lists, cached per symbols, must tell the
+/// requests apart.
+#[test]
+fn gemm_batch_calls_read_their_own_requests_bits() -> Result<()> {
+    const NAME: &str = "gemm_batch_calls_read_their_own_requests_bits";
+    let Some(engine) = engine_or_skip(NAME) else { return Ok(()) };
+    let stream = engine.stream();
+    let (m, k_q, n_o) = (512, 256, 128);
+    let layout = HeadLayout { other_q_lens: vec![m, m], ..HeadLayout::with_bias(3, 128, 0, Some(0.5)) };
+    let width = layout.width();
+    let q_operands = Operands::<bf16>::draw(&layout, 61, (m, width, k_q), 1.0)?;
+    let o_operands = Operands::<bf16>::draw(&layout, 62, (m, n_o, width), 0.5)?;
+    for operands in [&q_operands, &o_operands] {
+        let view = operands.symbols.as_ref().context("the layout is sparse")?.view();
+        let segments: Vec<_> = (0..3).map(|request| view.caching_segment(request)).collect();
+        ensure!(
+            segments[0] != segments[1] && segments[1] != segments[2] && segments[0] != segments[2],
+            "the requests' S_c bits must differ for the test to tell them apart"
+        );
+    }
+    for request in 0..3 {
+        let layout = HeadLayout { request, ..layout.clone() };
+        let context = || format!("{NAME}: request {request}");
+        let want = q_operands.reference(&layout, gemm_q);
+        let mut out = GuardedOutput::<bf16>::new((m * width) as usize, width as usize)?;
+        let args = GemmQArgs {
+            x: q_operands.a.view(),
+            w: q_operands.w.view(),
+            bias: q_operands.bias.as_ref().map(DeviceArray::view),
+            request,
+            ..q_args(q_operands.a.view(), out.view_mut(), layout.heads, 0, q_operands.device_symbols.as_ref())
+        };
+        engine.gemm_q(args, m, width, k_q, stream).with_context(context)?;
+        engine.synchronize()?;
+        check_gemm_q_output(&out.to_host()?, &want, width as usize).with_context(context)?;
+
+        let want = o_operands.reference(&layout, |a, w, _, shape, sparsity| gemm_o_active(a, w, None, shape, sparsity));
+        let mut out = GuardedOutput::<bf16>::new((m * n_o) as usize, n_o as usize)?;
+        let args = GemmOArgs {
+            w: o_operands.w.view(),
+            request,
+            ..o_args(o_operands.a.view(), out.view_mut(), layout.heads, 0, o_operands.device_symbols.as_ref())
+        };
+        engine.gemm_o(args, m, n_o, width, stream).with_context(context)?;
+        engine.synchronize()?;
+        let tolerance = Tolerance::for_gemm(bf16::NAME);
+        let mut comparison = Comparison::default();
+        for (i, value) in out.to_host()?.iter().enumerate() {
+            let at = || format!("GEMM-O row {} col {}", i / n_o as usize, i % n_o as usize);
+            comparison.element(f64::from(value.to_f32()), want[i], tolerance, at);
+        }
+        comparison.finish(tolerance).with_context(context)?;
+    }
+    Ok(())
 }
 
 /// GEMM-Q arguments over one scratch input.
@@ -812,6 +897,7 @@ fn q_args<'a, T: Element>(
         token_offset,
         heads,
         symbols,
+        request: 0,
         tile_rows: None,
         workspace: None,
         split: None,
@@ -836,6 +922,7 @@ fn o_args<'a, T: Element>(
         token_offset,
         heads,
         symbols,
+        request: 0,
         tile_rows: None,
         workspace: None,
         persistent: None,
@@ -885,6 +972,12 @@ fn gemm_bad_inputs_are_rejected_with_clear_errors() -> Result<()> {
         "GEMM-Q with symbols for another head count",
         |err| matches!(err, Error::InvalidShape(message) if message.contains("heads")),
     )?;
+    // The symbols describe one request: request 1 does not exist.
+    let past_the_requests = |err: &Error| matches!(err, Error::InvalidShape(message) if message.contains("request 1"));
+    let args = GemmQArgs { request: 1, ..q_args(big.view(), out.view_mut(), 2, 0, Some(&symbols)) };
+    expect_error(engine.gemm_q(args, 16, 256, 64, stream), "GEMM-Q reading request 1 of 1", past_the_requests)?;
+    let args = GemmOArgs { request: 1, ..o_args(big.view(), out.view_mut(), 2, 0, Some(&symbols)) };
+    expect_error(engine.gemm_o(args, 16, 64, 256, stream), "GEMM-O reading request 1 of 1", past_the_requests)?;
     with_object_of_other_context(&engine, two_head_symbols, |foreign| {
         let wrong_context = |err: &Error| matches!(err, Error::WrongContext { object: "symbols" });
         let result = engine.gemm_q(q_args(big.view(), out.view_mut(), 2, 0, Some(foreign)), 16, 256, 64, stream);

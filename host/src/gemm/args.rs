@@ -22,8 +22,13 @@ pub struct GemmQArgs<'a, T> {
     pub token_offset: u32,
     /// Heads the output columns are split into: column `c` belongs to head `c / (n / heads)`.
     pub heads: u32,
-    /// Sparse symbols (only S_c of request 0 is read); `None` computes every element.
+    /// Sparse symbols (only the S_c bits of request `request` are read); `None` computes every
+    /// element.
     pub symbols: Option<&'a DeviceSymbols>,
+    /// The request of `symbols` whose query tokens the rows are (0 for a single request): row
+    /// `r` is its token `token_offset + r`. A batch of requests takes one call per request,
+    /// each on that request's rows. Ignored without symbols.
+    pub request: u32,
     /// CTA size; `None` lets the launcher choose (see [`gemm_q_rows`](crate::gemm_q_rows)).
     pub tile_rows: Option<GemmRows>,
     /// Split-K workspace: with one, the launcher may cut the reduction of the tiles in the
@@ -67,9 +72,13 @@ pub struct GemmOArgs<'a, T> {
     pub token_offset: u32,
     /// Heads the reduction axis is split into (at most 256; `k / heads` a multiple of 64).
     pub heads: u32,
-    /// Sparse symbols (only S_c of request 0 is read; `block_q` must be a multiple of the CTA
-    /// rows); `None` treats every head as computed.
+    /// Sparse symbols (only the S_c bits of request `request` are read; `block_q` must be a
+    /// multiple of the CTA rows); `None` treats every head as computed.
     pub symbols: Option<&'a DeviceSymbols>,
+    /// The request of `symbols` whose query tokens the rows are (0 for a single request): row
+    /// `r` is its token `token_offset + r`. A batch of requests takes one call per request,
+    /// each on that request's rows. Ignored without symbols.
+    pub request: u32,
     /// CTA size; `None` lets the launcher choose (see [`gemm_o_rows`](crate::gemm_o_rows)). With
     /// symbols, 128-row CTAs need `token_offset` and `block_q` to be multiples of 128, 64-row
     /// ones of 64.

@@ -80,29 +80,33 @@ pub(super) fn split_heads(axis: &str, len: u32, heads: u32) -> Result<u32> {
 }
 
 /// Checks the symbols against the engine, the head count and the rows: uploaded in `engine`'s
-/// context, and request 0 covering tokens `token_offset .. token_offset + m`.
+/// context, and request `request` covering tokens `token_offset .. token_offset + m`. Returns
+/// the device address of that request's S_c segment, which the kernels read.
 pub(super) fn check_symbols(
     engine: &Engine,
     symbols: &DeviceSymbols,
     heads: u32,
-    token_offset: u32,
+    (request, token_offset): (u32, u32),
     m: u32,
-) -> Result<()> {
+) -> Result<u64> {
     symbols.check_context(engine)?;
     if symbols.heads != heads {
         return Err(Error::InvalidShape(format!("symbols are for {} heads, the GEMM has {heads}", symbols.heads)));
     }
-    let Some(request) = symbols.requests.first() else {
-        return Err(Error::InvalidShape("the symbols describe no request".into()));
+    let Some(shape) = symbols.requests.get(request as usize) else {
+        return Err(Error::InvalidShape(format!(
+            "the GEMM reads request {request} of symbols that describe {} requests",
+            symbols.requests.len()
+        )));
     };
     let end = u64::from(token_offset) + u64::from(m);
-    if u64::from(request.q_len) < end {
+    if u64::from(shape.q_len) < end {
         return Err(Error::InvalidShape(format!(
-            "rows cover tokens {token_offset}..{end} but the symbols' request 0 has q_len {}",
-            request.q_len
+            "rows cover tokens {token_offset}..{end} but the symbols' request {request} has q_len {}",
+            shape.q_len
         )));
     }
-    Ok(())
+    Ok(symbols.caching_segment(request)?.0)
 }
 
 #[cfg(test)]

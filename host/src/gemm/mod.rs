@@ -10,16 +10,18 @@
 //!   the same symbols is the dense projection.
 //!
 //! Row `r` of `A` and of the output is token `token_offset + r` of the attention sequence of
-//! the symbols' request 0, in query block `(token_offset + r) / block_q`.
+//! the symbols' request `request` (a field of the arguments; 0 for a single request), in query
+//! block `(token_offset + r) / block_q`. A batch of requests takes one call per request, on
+//! that request's rows, all with the same uploaded symbols.
 //!
 //! Each GEMM has two kernels, CTAs of 128 or of 64 output rows ([`GemmRows`]). The 64-row one
 //! holds half the accumulators, so more CTAs share a multiprocessor; it pays off when the
 //! launch has too few CTAs to fill the GPU. Unless the call sets `tile_rows`, the launcher
 //! picks one from the multiprocessor count, the kernel module and the work: for GEMM-Q the
-//! working tiles of either size, counted exactly from request 0's S_c when it builds the
+//! working tiles of either size, counted exactly from the request's S_c when it builds the
 //! tile lists ([`gemm_q_rows`]); for GEMM-O the shape ([`gemm_o_rows`]), and for its
 //! persistent kernel the computed fraction of (128-row tile, head) pairs that uploading the
-//! symbols counted for attention ([`gemm_o_persistent`]).
+//! symbols counted for attention, over all requests ([`gemm_o_persistent`]).
 //!
 //! L2 cache policy: `A`, `C` and the output pass through L2 as the first lines to be evicted.
 //! With the `sm_90a` module, `W`'s lines enter L2 as the last to be evicted and keep that

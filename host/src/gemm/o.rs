@@ -26,7 +26,8 @@ impl Engine {
     ///
     /// Requirements: `k = heads · D` with `D` a multiple of 64 and `1 ≤ heads ≤ 256`, `n` a
     /// multiple of 8, 16-byte aligned `a`, `w`, `out` and `C`, a 4-byte aligned bias; with
-    /// symbols, `heads` matching them, request 0's `q_len ≥ token_offset + m`, and
+    /// symbols, `heads` matching them, the `q_len` of request `args.request` at least
+    /// `token_offset + m`, and
     /// `token_offset` and `block_q` multiples of the CTA rows (so a row tile lies in one
     /// block): 64 always works, 128 is needed only to force [`GemmRows::Rows128`].
     pub fn gemm_o<T: Element>(&self, args: GemmOArgs<'_, T>, m: u32, n: u32, k: u32, stream: &Stream) -> Result<()> {
@@ -97,9 +98,9 @@ impl Engine {
                 (0, cache.address())
             }
         };
-        let block_q = match args.symbols {
+        let (caching, block_q) = match args.symbols {
             Some(symbols) => {
-                check_symbols(self, symbols, args.heads, args.token_offset, m)?;
+                let caching = check_symbols(self, symbols, args.heads, (args.request, args.token_offset), m)?;
                 let tile = rows.rows();
                 if !args.token_offset.is_multiple_of(tile) || !symbols.block_q.is_multiple_of(tile) {
                     return Err(Error::Unsupported(format!(
@@ -108,9 +109,9 @@ impl Engine {
                         args.token_offset, symbols.block_q
                     )));
                 }
-                symbols.block_q
+                (caching, symbols.block_q)
             }
-            None => 0,
+            None => (0, 0),
         };
         let params = GemmParams {
             // Encoded from the fields below by `launch_gemm`.
@@ -120,7 +121,7 @@ impl Engine {
             bias,
             c,
             out: args.out.address(),
-            caching: args.symbols.map_or(0, |symbols| symbols.caching.view().address()),
+            caching,
             tiles: 0,
             partials: 0,
             arrivals: match args.workspace {

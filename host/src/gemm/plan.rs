@@ -102,7 +102,7 @@ pub(super) fn output_tiles(m: u32, n: u32, tile_rows: u32) -> u64 {
 }
 
 /// The working tiles of a GEMM-Q launch at each CTA size: the tiles that hold a computed
-/// (query block, head) pair of request 0's S_c, or every tile without symbols.
+/// (query block, head) pair of the request's S_c, or every tile without symbols.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmQTiles {
     /// Working tiles of 128 rows.

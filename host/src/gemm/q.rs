@@ -23,7 +23,7 @@ use crate::validate::{check_aligned, check_len};
 const MAX_GRID_X: u64 = (1 << 31) - 1;
 
 /// GEMM-Q's tile list for `shape`: (column tile, row tile) pairs, row-major, of the tiles with
-/// at least one computed (query block, head) pair in request 0's S_c `segment` (the same test
+/// at least one computed (query block, head) pair in the request's S_c `segment` (the same test
 /// the kernel makes before loading anything).
 fn active_tiles(segment: &[u8], shape: GemmTileShape, heads: u32, block_q: u32) -> Vec<u32> {
     let computed = |index: u32| read_bit(segment, index) == Some(true);
@@ -54,7 +54,8 @@ impl Engine {
     ///
     /// Requirements: `n = heads · head_dim` with `head_dim` a multiple of 8, `k` a multiple of
     /// 8, 16-byte aligned `x`, `w` and `out`, a 4-byte aligned bias of `n` elements; with
-    /// symbols, `heads` matching them and request 0's `q_len ≥ token_offset + m`; forced
+    /// symbols, `heads` matching them and the `q_len` of request `args.request` at least
+    /// `token_offset + m`; forced
     /// clusters (`clustered: Some(true)`) only with the `sm_90a` module and a CUDA 12 driver.
     pub fn gemm_q<T: Element>(&self, args: GemmQArgs<'_, T>, m: u32, n: u32, k: u32, stream: &Stream) -> Result<()> {
         // The tile list below is allocated in the current context: make it this engine's.
@@ -64,7 +65,7 @@ impl Engine {
             return Err(Error::Unsupported(format!("GEMM-Q head_dim {head_dim} (must be a multiple of 8)")));
         }
         if let Some(symbols) = args.symbols {
-            check_symbols(self, symbols, args.heads, args.token_offset, m)?;
+            check_symbols(self, symbols, args.heads, (args.request, args.token_offset), m)?;
         }
         if let Some(workspace) = &args.workspace {
             workspace.check_context(self)?;
@@ -83,8 +84,14 @@ impl Engine {
             check_len("bias", bias.len(), u64::from(n))?;
             check_aligned("bias", bias.address(), 4)?;
         }
-        let tile_shape =
-            |rows: GemmRows| GemmTileShape { token_offset: args.token_offset, m, n, head_dim, tile_rows: rows.rows() };
+        let tile_shape = |rows: GemmRows| GemmTileShape {
+            request: args.request,
+            token_offset: args.token_offset,
+            m,
+            n,
+            head_dim,
+            tile_rows: rows.rows(),
+        };
         let count_items = |rows| with_work_items(args.symbols, args.heads, tile_shape(rows), |_, count| Ok(count));
         let rows = match args.tile_rows {
             Some(rows) => rows,
@@ -121,7 +128,10 @@ impl Engine {
         (tiles, count): (u64, u32),
         stream: &Stream,
     ) -> Result<()> {
-        let block_q = args.symbols.map_or(0, |symbols| symbols.block_q);
+        let (caching, block_q) = match args.symbols {
+            Some(symbols) => (symbols.caching_segment(args.request)?.0, symbols.block_q),
+            None => (0, 0),
+        };
         let split = match (args.split, &args.workspace) {
             (Some(_), None) => {
                 return Err(Error::InvalidShape("a forced GEMM-Q split needs a workspace".into()));
@@ -170,7 +180,7 @@ impl Engine {
             bias: args.bias.as_ref().map_or(0, DeviceView::address),
             c: 0,
             out: args.out.address(),
-            caching: args.symbols.map_or(0, |symbols| symbols.caching.view().address()),
+            caching,
             tiles,
             m,
             n,
@@ -224,7 +234,7 @@ mod tests {
     fn tile_list_holds_exactly_the_tiles_with_a_computed_pair() {
         // 2 heads of 128 columns, 128-token query blocks, rows start at token 64: row tile 0
         // (tokens 64..192) spans query blocks 0 and 1, row tile 1 (192..300) blocks 1 and 2.
-        let shape = GemmTileShape { token_offset: 64, m: 236, n: 256, head_dim: 128, tile_rows: 128 };
+        let shape = GemmTileShape { request: 0, token_offset: 64, m: 236, n: 256, head_dim: 128, tile_rows: 128 };
         // Bits qb·2 + h: only (qb 0, head 1) and (qb 2, head 0) are computed.
         let segment = [0b0001_0010u8];
         let tiles = active_tiles(&segment, shape, 2, 128);

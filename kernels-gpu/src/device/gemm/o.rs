@@ -67,7 +67,7 @@ impl KWalk for HeadWalk {
 ///
 /// # Safety
 /// `p` must be a validated GEMM-O launch whose symbols (if any) hold `q_block`'s bits: the
-/// host checked that request 0 covers tokens up to `token_offset + m`.
+/// host checked that the segment's request covers tokens up to `token_offset + m`.
 #[inline(always)]
 pub(super) unsafe fn summed_heads(p: &GemmParams, q_block: u32, base: u32) -> u32 {
     let head = base + thread_index() % 32;

@@ -68,7 +68,7 @@ unsafe fn gemm_q<E: GemmElement, const MT: usize, const STAGES: u32>(p: &GemmPar
             while qb <= qb_last {
                 let mut head = head_first;
                 while head <= head_last {
-                    // SAFETY: the host checked that request 0 covers tokens up to
+                    // SAFETY: the host checked that the segment's request covers tokens up to
                     // token_offset + m, so the segment holds every (qb, head) bit of the grid.
                     let bit = unsafe { symbol_bit(segment, qb * p.heads + head) };
                     any |= bit;
