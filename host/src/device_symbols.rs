@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use flashomni_symbols::{RequestShape, SymbolsView};
+use flashomni_symbols::{RequestShape, SymbolsView, read_bit};
 
 use crate::error::{CudaContext, Result};
 use crate::memory::DeviceArray;
@@ -32,6 +32,9 @@ pub struct DeviceSymbols {
     pub(crate) caching_host: Vec<u8>,
     /// The S_c byte-offset indptr on the host (one entry per request, plus one).
     pub(crate) caching_indptr_host: Vec<u32>,
+    /// The fraction of each request's (query block, head) pairs that S_c computes (`None` for
+    /// a request without pairs): the GEMM-O launcher's estimate of its work.
+    pub(crate) computed_fractions: Vec<Option<f64>>,
     /// GEMM-Q tile lists already built for these bits, by launch shape (at most
     /// [`MAX_TILE_LISTS`]). Entries stay until [`DeviceSymbols::update`] or until the cache is
     /// full; both first wait for every launch that may read them. Launches are enqueued under
@@ -59,6 +62,20 @@ pub(crate) struct GemmTileShape {
     pub head_dim: u32,
     /// Rows per tile.
     pub tile_rows: u32,
+}
+
+/// The fraction of each request's (query block, head) pairs whose S_c bit is 1 in `view`
+/// (`None` for a request without pairs).
+fn computed_fractions(view: &SymbolsView<'_>) -> Vec<Option<f64>> {
+    let geometry = view.geometry();
+    (0..geometry.requests().len())
+        .map(|request| {
+            let pairs = geometry.caching_bits(request);
+            let segment = view.caching_segment(request).unwrap_or(&[]);
+            let computed = (0..pairs).filter(|&index| read_bit(segment, index) == Some(true)).count();
+            (pairs > 0).then(|| computed as f64 / f64::from(pairs))
+        })
+        .collect()
 }
 
 /// Uploads the attention work list of `view` (see `schedule::sparse_work`).
@@ -89,6 +106,7 @@ impl DeviceSymbols {
             block_kv: geometry.block_kv(),
             requests: geometry.requests().to_vec(),
             attention_work: upload_attention_work(view)?,
+            computed_fractions: computed_fractions(view),
             caching_host: view.caching().to_vec(),
             caching_indptr_host: view.caching_indptr().to_vec(),
             gemm_q_tiles: Mutex::new(HashMap::new()),
@@ -124,6 +142,7 @@ impl DeviceSymbols {
         self.attention_work = attention_work;
         // Same geometry, so the same indptr.
         self.caching_host = view.caching().to_vec();
+        self.computed_fractions = computed_fractions(view);
         self.gemm_q_tiles.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
         Ok(())
     }
@@ -159,6 +178,12 @@ impl DeviceSymbols {
         let address = array.view().address();
         lists.insert(shape, (array, count));
         use_list(address, count)
+    }
+
+    /// The fraction of request `request`'s (query block, head) pairs that S_c computes;
+    /// `None` for a request without pairs, or past the last request.
+    pub(crate) fn computed_fraction(&self, request: u32) -> Option<f64> {
+        self.computed_fractions.get(request as usize).copied().flatten()
     }
 
     /// Request `request`'s packed S_c segment: its device address (for the kernels) and its

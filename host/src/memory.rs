@@ -2,10 +2,13 @@
 //!
 //! Kernels take [`DeviceView`] (read) and [`DeviceViewMut`] (write) arguments. They borrow a
 //! [`DeviceArray`] or, through `from_raw_parts`, memory owned by another CUDA stack that shares
-//! the device's primary context (cudarc, candle, a framework allocator).
+//! the device's primary context (cudarc, candle, a framework allocator). `slice`,
+//! `slice_mut` and `into_slice` narrow a view to a range of its elements, as one request's rows
+//! of a batch.
 
 use core::marker::PhantomData;
 use core::mem::size_of;
+use core::ops::{Bound, RangeBounds};
 
 use cust::memory::{CopyDestination, DeviceBuffer};
 
@@ -147,6 +150,22 @@ impl<T: Plain> DeviceArray<T> {
     }
 }
 
+/// The device address and length of elements `range` of a view of `len` elements at `address`,
+/// or `None` when the range does not lie inside it (as `<[T]>::get` decides for a slice).
+fn sub_range<T>(address: u64, len: usize, range: impl RangeBounds<usize>) -> Option<(u64, usize)> {
+    let start = match range.start_bound() {
+        Bound::Included(&start) => start,
+        Bound::Excluded(&start) => start.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&end) => end.checked_add(1)?,
+        Bound::Excluded(&end) => end,
+        Bound::Unbounded => len,
+    };
+    (start <= end && end <= len).then(|| (address + (start * size_of::<T>()) as u64, end - start))
+}
+
 /// The accessors every view type has: `address`, `len` and `is_empty` over its `address`
 /// and `len` fields.
 macro_rules! view_accessors {
@@ -176,7 +195,7 @@ pub struct DeviceView<'a, T> {
     _borrow: PhantomData<&'a [T]>,
 }
 
-impl<T: Plain> DeviceView<'_, T> {
+impl<'a, T: Plain> DeviceView<'a, T> {
     /// Views `len` elements at device address `address`.
     ///
     /// # Safety
@@ -185,6 +204,13 @@ impl<T: Plain> DeviceView<'_, T> {
     /// and any launch using it are alive.
     pub unsafe fn from_raw_parts(address: u64, len: usize) -> Self {
         Self { address, len, _borrow: PhantomData }
+    }
+
+    /// The elements `range` of this view (say, one request's rows of a batched tensor), or
+    /// `None` when the range does not lie inside it.
+    pub fn slice(&self, range: impl RangeBounds<usize>) -> Option<DeviceView<'a, T>> {
+        let (address, len) = sub_range::<T>(self.address, self.len, range)?;
+        Some(DeviceView { address, len, _borrow: PhantomData })
     }
 
     view_accessors!();
@@ -198,7 +224,7 @@ pub struct DeviceViewMut<'a, T> {
     _borrow: PhantomData<&'a mut [T]>,
 }
 
-impl<T: Plain> DeviceViewMut<'_, T> {
+impl<'a, T: Plain> DeviceViewMut<'a, T> {
     /// Views `len` writable elements at device address `address`.
     ///
     /// # Safety
@@ -208,12 +234,47 @@ impl<T: Plain> DeviceViewMut<'_, T> {
         Self { address, len, _borrow: PhantomData }
     }
 
+    /// The elements `range` of this view, writable while the returned view (which borrows
+    /// this one) lives, or `None` when the range does not lie inside it.
+    pub fn slice_mut(&mut self, range: impl RangeBounds<usize>) -> Option<DeviceViewMut<'_, T>> {
+        let (address, len) = sub_range::<T>(self.address, self.len, range)?;
+        Some(DeviceViewMut { address, len, _borrow: PhantomData })
+    }
+
+    /// This view narrowed to the elements `range`, for the rest of its borrow, or `None`
+    /// when the range does not lie inside it.
+    pub fn into_slice(self, range: impl RangeBounds<usize>) -> Option<DeviceViewMut<'a, T>> {
+        let (address, len) = sub_range::<T>(self.address, self.len, range)?;
+        Some(DeviceViewMut { address, len, _borrow: PhantomData })
+    }
+
     view_accessors!();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slices_lie_inside_their_view() {
+        // SAFETY: no launch or copy uses these views; only their addresses are computed.
+        let view = unsafe { DeviceView::<u16>::from_raw_parts(0x1000, 10) };
+        let part = view.slice(2..5).expect("inside");
+        assert_eq!((part.address(), part.len()), (0x1004, 3));
+        let tail = view.slice(4..).expect("inside");
+        assert_eq!((tail.address(), tail.len()), (0x1008, 6));
+        assert_eq!(view.slice(..=9).map(|whole| whole.len()), Some(10));
+        assert_eq!(view.slice(10..).map(|empty| (empty.address(), empty.len())), Some((0x1014, 0)));
+        let (start, end) = (6, 5);
+        assert!(view.slice(..11).is_none() && view.slice(start..end).is_none() && view.slice(..=usize::MAX).is_none());
+        // SAFETY: as above.
+        let mut out = unsafe { DeviceViewMut::<f32>::from_raw_parts(0x2000, 8) };
+        let part = out.slice_mut(1..3).expect("inside");
+        assert_eq!((part.address(), part.len()), (0x2004, 2));
+        assert!(out.slice_mut(7..9).is_none());
+        let tail = out.into_slice(6..).expect("inside");
+        assert_eq!((tail.address(), tail.len()), (0x2018, 2));
+    }
 
     #[test]
     fn an_array_too_large_for_the_address_space_is_an_error() {

@@ -131,34 +131,14 @@ pub fn poisoned<T: Element>(len: usize) -> flashomni::Result<DeviceArray<T>> {
     Ok(array)
 }
 
-/// The device address of element `start` of `array`, after checking that `len` elements from
-/// there lie inside it.
-///
-/// # Panics
-/// When the range does not lie inside `array`.
-fn element_address<T: Plain>(array: &DeviceArray<T>, start: usize, len: usize) -> u64 {
-    let end = start.checked_add(len);
-    assert!(
-        end.is_some_and(|end| end <= array.len()),
-        "elements {start}..{start}+{len} do not lie inside an array of {}",
-        array.len()
-    );
-    array.view().address() + (start * size_of::<T>()) as u64
-}
-
 /// A read view of `len` elements of `array` from element `start` (a view that does not begin at
 /// the allocation: a misaligned one, or an output between guards).
 ///
 /// # Panics
 /// When the range does not lie inside `array`.
 pub fn subview<T: Plain>(array: &DeviceArray<T>, start: usize, len: usize) -> DeviceView<'_, T> {
-    let address = element_address(array, start, len);
-    // SAFETY: the range lies inside `array` (checked above), device memory of the current
-    // context aligned for `T` (a whole number of elements from its base), whose `Plain`
-    // elements are valid in any bit pattern; the view borrows `array`, so the memory outlives
-    // it, and the caller keeps the array until launches through the view have run, as with
-    // `DeviceArray::view`.
-    unsafe { DeviceView::from_raw_parts(address, len) }
+    let range = start..start.checked_add(len).expect("the range's end overflows");
+    array.view().slice(range).unwrap_or_else(|| outside(start, len, array.len()))
 }
 
 /// A write view of `len` elements of `array` from element `start` (see [`subview`]).
@@ -166,10 +146,14 @@ pub fn subview<T: Plain>(array: &DeviceArray<T>, start: usize, len: usize) -> De
 /// # Panics
 /// When the range does not lie inside `array`.
 pub fn subview_mut<T: Plain>(array: &mut DeviceArray<T>, start: usize, len: usize) -> DeviceViewMut<'_, T> {
-    let address = element_address(array, start, len);
-    // SAFETY: as in `subview`; the view borrows `array` exclusively, so no other view of the
-    // array aliases the range while it lives.
-    unsafe { DeviceViewMut::from_raw_parts(address, len) }
+    let range = start..start.checked_add(len).expect("the range's end overflows");
+    let array_len = array.len();
+    array.view_mut().into_slice(range).unwrap_or_else(|| outside(start, len, array_len))
+}
+
+/// The panic of a sub-view outside its array.
+fn outside(start: usize, len: usize, array_len: usize) -> ! {
+    panic!("elements {start}..{start}+{len} do not lie inside an array of {array_len}")
 }
 
 /// Rows of guard elements on each side of a [`GuardedOutput`]: two 128-row tiles' worth, more

@@ -823,56 +823,71 @@ fn gemm_q_threads_sharing_symbols_match_reference() -> Result<()> {
     })
 }
 
-/// A batch of three requests of one length under one upload of their symbols: a GEMM-Q and a
-/// GEMM-O call (active mode, no `C`) per request, all of one shape, each checked against the
-/// reference of its own request's bits. GEMM-Q's tile lists, cached per symbols, must tell the
-/// requests apart.
+/// A batch of three requests of one length under one upload of their symbols, with the
+/// activations and outputs of all three in one tensor each: a GEMM-Q and a GEMM-O call (active
+/// mode, no `C`) per request on its rows (views narrowed by `slice` / `slice_mut`), all of one
+/// shape, each checked against the reference of its own request's bits. GEMM-Q's tile lists,
+/// cached per symbols, must tell the requests apart, and a call must not write another
+/// request's rows (GEMM-Q's cached elements stay poisoned).
 #[test]
 fn gemm_batch_calls_read_their_own_requests_bits() -> Result<()> {
     const NAME: &str = "gemm_batch_calls_read_their_own_requests_bits";
     let Some(engine) = engine_or_skip(NAME) else { return Ok(()) };
     let stream = engine.stream();
-    let (m, k_q, n_o) = (512, 256, 128);
-    let layout = HeadLayout { other_q_lens: vec![m, m], ..HeadLayout::with_bias(3, 128, 0, Some(0.5)) };
-    let width = layout.width();
-    let q_operands = Operands::<bf16>::draw(&layout, 61, (m, width, k_q), 1.0)?;
-    let o_operands = Operands::<bf16>::draw(&layout, 62, (m, n_o, width), 0.5)?;
-    for operands in [&q_operands, &o_operands] {
-        let view = operands.symbols.as_ref().context("the layout is sparse")?.view();
-        let segments: Vec<_> = (0..3).map(|request| view.caching_segment(request)).collect();
-        ensure!(
-            segments[0] != segments[1] && segments[1] != segments[2] && segments[0] != segments[2],
-            "the requests' S_c bits must differ for the test to tell them apart"
-        );
+    let (batch, heads, head_dim) = (3, 3, 128);
+    let (m, k_q, n_o, width) = (512, 256, 128, heads * head_dim);
+    let (rows, mu) = (m as usize, m as usize * batch);
+    // Elements of request `request`'s rows in a `[batch · m, columns]` tensor.
+    let rows_of =
+        |request: usize, columns: u32| request * rows * columns as usize..(request + 1) * rows * columns as usize;
+    let mut rng = seeded_rng(61);
+    let requests = vec![RequestShape::new(m, 128); batch];
+    let geometry = SymbolGeometry::new(heads, 128, 128, &requests)?;
+    let symbols = random_symbols(&mut rng, &geometry, 1.0, 0.5);
+    let view = symbols.view();
+    let segments: Vec<_> = (0..batch).map(|request| view.caching_segment(request)).collect();
+    ensure!(
+        segments[0] != segments[1] && segments[1] != segments[2] && segments[0] != segments[2],
+        "the requests' S_c bits must differ for the test to tell them apart"
+    );
+    let device_symbols = DeviceSymbols::upload(&view)?;
+    let (x, x32) = random_elements::<bf16>(&mut rng, mu * k_q as usize, 1.0);
+    let (w_q, w_q32) = random_elements::<bf16>(&mut rng, (width * k_q) as usize, 1.0);
+    let (a, a32) = random_elements::<bf16>(&mut rng, mu * width as usize, 0.5);
+    let (w_o, w_o32) = random_elements::<bf16>(&mut rng, (n_o * width) as usize, 0.5);
+    let [x, w_q, a, w_o] = [x, w_q, a, w_o].map(|values| DeviceArray::from_host(&values));
+    let (x, w_q, a, w_o) = (x?, w_q?, a?, w_o?);
+    let mut q_out = GuardedOutput::<bf16>::new(mu * width as usize, width as usize)?;
+    let mut o_out = GuardedOutput::<bf16>::new(mu * n_o as usize, n_o as usize)?;
+    {
+        let (mut q_all, mut o_all) = (q_out.view_mut(), o_out.view_mut());
+        let symbols = Some(&device_symbols);
+        for request in 0..batch {
+            let context = || format!("{NAME}: request {request}");
+            let (x_rows, out) = (x.view().slice(rows_of(request, k_q)), q_all.slice_mut(rows_of(request, width)));
+            let (x_rows, out) = (x_rows.context("x")?, out.context("q")?);
+            let args = GemmQArgs { w: w_q.view(), request: request as u32, ..q_args(x_rows, out, heads, 0, symbols) };
+            engine.gemm_q(args, m, width, k_q, stream).with_context(context)?;
+            let (a_rows, out) = (a.view().slice(rows_of(request, width)), o_all.slice_mut(rows_of(request, n_o)));
+            let (a_rows, out) = (a_rows.context("a")?, out.context("o")?);
+            let args = GemmOArgs { w: w_o.view(), request: request as u32, ..o_args(a_rows, out, heads, 0, symbols) };
+            engine.gemm_o(args, m, n_o, width, stream).with_context(context)?;
+        }
     }
-    for request in 0..3 {
-        let layout = HeadLayout { request, ..layout.clone() };
+    engine.synchronize()?;
+    let (q_got, o_got) = (q_out.to_host()?, o_out.to_host()?);
+    let tolerance = Tolerance::for_gemm(bf16::NAME);
+    for request in 0..batch {
         let context = || format!("{NAME}: request {request}");
-        let want = q_operands.reference(&layout, gemm_q);
-        let mut out = GuardedOutput::<bf16>::new((m * width) as usize, width as usize)?;
-        let args = GemmQArgs {
-            x: q_operands.a.view(),
-            w: q_operands.w.view(),
-            bias: q_operands.bias.as_ref().map(DeviceArray::view),
-            request,
-            ..q_args(q_operands.a.view(), out.view_mut(), layout.heads, 0, q_operands.device_symbols.as_ref())
-        };
-        engine.gemm_q(args, m, width, k_q, stream).with_context(context)?;
-        engine.synchronize()?;
-        check_gemm_q_output(&out.to_host()?, &want, width as usize).with_context(context)?;
+        let sparsity = HeadSparsity { symbols: &view, request, token_offset: 0 };
+        let shape = GemmShape { m: rows, n: width as usize, k: k_q as usize, heads };
+        let want = gemm_q(&x32[rows_of(request, k_q)], &w_q32, None, shape, Some(&sparsity));
+        check_gemm_q_output(&q_got[rows_of(request, width)], &want, width as usize).with_context(context)?;
 
-        let want = o_operands.reference(&layout, |a, w, _, shape, sparsity| gemm_o_active(a, w, None, shape, sparsity));
-        let mut out = GuardedOutput::<bf16>::new((m * n_o) as usize, n_o as usize)?;
-        let args = GemmOArgs {
-            w: o_operands.w.view(),
-            request,
-            ..o_args(o_operands.a.view(), out.view_mut(), layout.heads, 0, o_operands.device_symbols.as_ref())
-        };
-        engine.gemm_o(args, m, n_o, width, stream).with_context(context)?;
-        engine.synchronize()?;
-        let tolerance = Tolerance::for_gemm(bf16::NAME);
+        let shape = GemmShape { m: rows, n: n_o as usize, k: width as usize, heads };
+        let want = gemm_o_active(&a32[rows_of(request, width)], &w_o32, None, shape, Some(&sparsity));
         let mut comparison = Comparison::default();
-        for (i, value) in out.to_host()?.iter().enumerate() {
+        for (i, value) in o_got[rows_of(request, n_o)].iter().enumerate() {
             let at = || format!("GEMM-O row {} col {}", i / n_o as usize, i % n_o as usize);
             comparison.element(f64::from(value.to_f32()), want[i], tolerance, at);
         }

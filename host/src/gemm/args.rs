@@ -27,7 +27,8 @@ pub struct GemmQArgs<'a, T> {
     pub symbols: Option<&'a DeviceSymbols>,
     /// The request of `symbols` whose query tokens the rows are (0 for a single request): row
     /// `r` is its token `token_offset + r`. A batch of requests takes one call per request,
-    /// each on that request's rows. Ignored without symbols.
+    /// each on that request's rows ([`DeviceView::slice`], [`DeviceViewMut::slice_mut`]).
+    /// Ignored without symbols.
     pub request: u32,
     /// CTA size; `None` lets the launcher choose (see [`gemm_q_rows`](crate::gemm_q_rows)).
     pub tile_rows: Option<GemmRows>,
@@ -77,7 +78,8 @@ pub struct GemmOArgs<'a, T> {
     pub symbols: Option<&'a DeviceSymbols>,
     /// The request of `symbols` whose query tokens the rows are (0 for a single request): row
     /// `r` is its token `token_offset + r`. A batch of requests takes one call per request,
-    /// each on that request's rows. Ignored without symbols.
+    /// each on that request's rows ([`DeviceView::slice`], [`DeviceViewMut::slice_mut`]).
+    /// Ignored without symbols.
     pub request: u32,
     /// CTA size; `None` lets the launcher choose (see [`gemm_o_rows`](crate::gemm_o_rows)). With
     /// symbols, 128-row CTAs need `token_offset` and `block_q` to be multiples of 128, 64-row

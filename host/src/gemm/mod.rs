@@ -12,7 +12,52 @@
 //! Row `r` of `A` and of the output is token `token_offset + r` of the attention sequence of
 //! the symbols' request `request` (a field of the arguments; 0 for a single request), in query
 //! block `(token_offset + r) / block_q`. A batch of requests takes one call per request, on
-//! that request's rows, all with the same uploaded symbols.
+//! that request's rows, all with the same uploaded symbols:
+//!
+//! ```no_run
+//! use flashomni::{DeviceArray, DeviceSymbols, Engine, GemmQArgs};
+//! use flashomni_symbols::{PackedSymbols, RequestShape, SymbolGeometry};
+//! use half::bf16;
+//!
+//! # fn main() -> Result<(), flashomni::Error> {
+//! let engine = Engine::new(0)?;
+//! // Two requests of 512 text tokens (first in attention) and 4096 image tokens; the Q
+//! // projection of the image rows, `[2, 4096, 3072]` in and out.
+//! let (batch, heads, head_dim, text, image) = (2, 24, 128, 512, 4096);
+//! let hidden = heads * head_dim;
+//! let requests = vec![RequestShape::new(text + image, text + image); batch];
+//! let geometry = SymbolGeometry::new(heads, 128, 128, &requests)?;
+//! // Text blocks and half of the image (query block, head) pairs computed, the rest cached.
+//! let caching = |b: usize, qb: u32, head: u32| qb < 4 || (qb + head + b as u32) % 2 == 0;
+//! let symbols = DeviceSymbols::upload(&PackedSymbols::from_fn(&geometry, caching, |_, _, _, _| true).view())?;
+//!
+//! let per_request = (image * hidden) as usize;
+//! let x = DeviceArray::from_host(&vec![bf16::from_f32(0.1); batch * per_request])?;
+//! let w = DeviceArray::from_host(&vec![bf16::from_f32(0.01); (hidden * hidden) as usize])?;
+//! let mut q = DeviceArray::<bf16>::uninitialized(batch * per_request)?;
+//! let mut q_all = q.view_mut();
+//! for request in 0..batch {
+//!     let rows = request * per_request..(request + 1) * per_request;
+//!     let args = GemmQArgs {
+//!         x: x.view().slice(rows.clone()).expect("inside x"),
+//!         w: w.view(),
+//!         bias: None,
+//!         out: q_all.slice_mut(rows).expect("inside q"),
+//!         token_offset: text,
+//!         heads,
+//!         symbols: Some(&symbols),
+//!         request: request as u32,
+//!         tile_rows: None,
+//!         workspace: None,
+//!         split: None,
+//!         clustered: None,
+//!     };
+//!     engine.gemm_q(args, image, hidden, hidden, engine.stream())?;
+//! }
+//! engine.synchronize()?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! Each GEMM has two kernels, CTAs of 128 or of 64 output rows ([`GemmRows`]). The 64-row one
 //! holds half the accumulators, so more CTAs share a multiprocessor; it pays off when the
@@ -20,8 +65,8 @@
 //! picks one from the multiprocessor count, the kernel module and the work: for GEMM-Q the
 //! working tiles of either size, counted exactly from the request's S_c when it builds the
 //! tile lists ([`gemm_q_rows`]); for GEMM-O the shape ([`gemm_o_rows`]), and for its
-//! persistent kernel the computed fraction of (128-row tile, head) pairs that uploading the
-//! symbols counted for attention, over all requests ([`gemm_o_persistent`]).
+//! persistent kernel the fraction of the request's (query block, head) pairs that S_c
+//! computes, counted when the symbols are uploaded ([`gemm_o_persistent`]).
 //!
 //! L2 cache policy: `A`, `C` and the output pass through L2 as the first lines to be evicted.
 //! With the `sm_90a` module, `W`'s lines enter L2 as the last to be evicted and keep that

@@ -10,7 +10,7 @@ use flashomni_kernels::abi::{
 use super::args::{GemmOArgs, GemmOMode};
 use super::check::{Buffer, check_common, check_symbols, split_heads, tile_grid};
 use super::launch::per_tile_shape;
-use super::plan::{computed_fraction, gemm_o_persistent, gemm_o_rows, wide_tiles};
+use super::plan::{gemm_o_persistent, gemm_o_rows, wide_tiles};
 use crate::element::Element;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -68,7 +68,7 @@ impl Engine {
             (Some(forced), _) => forced,
             (None, false) => false,
             (None, true) => {
-                let computed = args.symbols.map_or(Some(1.0), computed_fraction).unwrap_or(1.0);
+                let computed = args.symbols.and_then(|symbols| symbols.computed_fraction(args.request)).unwrap_or(1.0);
                 let summed = match args.mode {
                     GemmOMode::Active => computed,
                     GemmOMode::Cache => 1.0 - computed,

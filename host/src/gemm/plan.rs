@@ -3,10 +3,9 @@
 //! function of the work, the kernel module and the multiprocessor count, measured on the H200
 //! (the runs cited are in docs/perf-journal.md).
 
-use flashomni_kernels::abi::{ATTENTION_TILE_Q, GEMM_O_WIDE_CONSUMERS, GEMM_O_WIDE_ROWS, GEMM_TILE_N, GemmRows};
+use flashomni_kernels::abi::{GEMM_O_WIDE_CONSUMERS, GEMM_O_WIDE_ROWS, GEMM_TILE_N, GemmRows};
 
 use super::split::{GemmSplit, gemm_q_split, resident_ctas, split_over_slots};
-use crate::device_symbols::DeviceSymbols;
 use crate::module::Arch;
 
 /// Columns of a wide GEMM-O CTA tile.
@@ -75,16 +74,6 @@ const GEMM_O_MIN_WAVES_FOR_LARGE_CTAS: f64 = 2.0;
 /// (dense, and r = 0.5–0.75 at M = 33792) and tied or lost up to 8% on smaller launches
 /// (r = 0.9, or M = 4608).
 const GEMM_O_MIN_WIDE_TILES_PER_SM: f64 = 5.0;
-
-/// Estimated fraction of (query block, head) pairs the symbols compute (S_c = 1), from the
-/// attention work list counted at upload (computed 128-row tiles × heads over all requests);
-/// `None` when the symbols have no work list (`block_q` not a multiple of 128) or no tile.
-pub(super) fn computed_fraction(symbols: &DeviceSymbols) -> Option<f64> {
-    let (_, items) = symbols.attention_work.as_ref()?;
-    let tiles: u64 = symbols.requests.iter().map(|request| u64::from(request.q_len.div_ceil(ATTENTION_TILE_Q))).sum();
-    let pairs = tiles * u64::from(symbols.heads);
-    (pairs > 0).then(|| f64::from(*items) / pairs as f64)
-}
 
 /// CTA slots of one wave of 128-row CTAs on `multiprocessors` multiprocessors.
 fn large_cta_wave(multiprocessors: u32) -> u64 {
