@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! gpu-bundle/
-//!   tests/<test binaries>   release builds of every workspace test target
+//!   tests/<test binaries>   release builds of every workspace test harness (not the binaries
+//!                           and examples `cargo test` also builds)
 //!   flashomni-bench         the benchmark runner
 //!   examples/<examples>     release builds of the host crate's examples
 //!   anchors.py              the anchor script (from ../shared/anchors)
@@ -55,7 +56,7 @@ pub fn write_bundle() -> Result<PathBuf> {
     }
     fs::create_dir_all(bundle.join("tests"))?;
 
-    let tests = cargo::executables(&["test", "--workspace", "--release", "--no-run"])?;
+    let tests = cargo::test_executables(&["test", "--workspace", "--release", "--no-run"])?;
     if tests.is_empty() {
         bail!("cargo built no test executables");
     }

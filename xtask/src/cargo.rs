@@ -66,6 +66,28 @@ pub fn executables(args: &[&str]) -> Result<Vec<(String, PathBuf)>> {
 
 /// [`executables`] with extra environment variables for the build.
 pub fn executables_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Vec<(String, PathBuf)>> {
+    Ok(executables_in(&json_messages(args, env)?, Artifacts::All))
+}
+
+/// Runs a cargo command (`cargo test … --no-run`) and returns its test harnesses only, as
+/// (target name, path). `cargo test` also builds the binaries and examples the tests may
+/// run; those are left out, so a bench binary named like its own unit-test harness never
+/// takes the harness's place.
+pub fn test_executables(args: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+    Ok(executables_in(&json_messages(args, &[])?, Artifacts::TestHarnesses))
+}
+
+/// Which built artifacts [`executables_in`] keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Artifacts {
+    /// Every executable.
+    All,
+    /// Executables built with the test profile (`cargo test` harnesses).
+    TestHarnesses,
+}
+
+/// The JSON messages (stdout) of a cargo command run with `--message-format=json` and `env`.
+fn json_messages(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
     let mut full: Vec<&str> = args.to_vec();
     full.push("--message-format=json");
     let mut cargo = command(&full);
@@ -75,10 +97,19 @@ pub fn executables_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Vec<(
         eprintln!("{}", String::from_utf8_lossy(&output.stderr));
         bail!("cargo {} failed ({})", args.join(" "), output.status);
     }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The (target name, path) of every executable artifact in cargo's JSON `messages` that
+/// `which` keeps.
+fn executables_in(messages: &str, which: Artifacts) -> Vec<(String, PathBuf)> {
     let mut found = Vec::new();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
+    for line in messages.lines() {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if which == Artifacts::TestHarnesses && message["profile"]["test"] != true {
             continue;
         }
         if let Some(path) = message["executable"].as_str() {
@@ -86,7 +117,7 @@ pub fn executables_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Vec<(
             found.push((name, PathBuf::from(path)));
         }
     }
-    Ok(found)
+    found
 }
 
 /// The checked-out commit (12 hex digits), with `-dirty` when the work tree has uncommitted
@@ -104,4 +135,21 @@ pub fn git_commit() -> String {
     let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else { return "unknown".into() };
     let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|status| !status.is_empty());
     if dirty { format!("{commit}-dirty") } else { commit }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_harnesses_leave_out_same_named_binaries() {
+        let messages = r#"{"reason":"compiler-artifact","target":{"name":"bench"},"profile":{"test":true},"executable":"/t/deps/bench-1"}
+{"reason":"compiler-artifact","target":{"name":"bench"},"profile":{"test":false},"executable":"/t/bench"}
+{"reason":"compiler-artifact","target":{"name":"example"},"profile":{"test":false},"executable":"/t/examples/example"}
+{"reason":"compiler-artifact","target":{"name":"lib"},"profile":{"test":false},"executable":null}
+{"reason":"build-finished","success":true}"#;
+        let harnesses = executables_in(messages, Artifacts::TestHarnesses);
+        assert_eq!(harnesses, vec![("bench".to_owned(), PathBuf::from("/t/deps/bench-1"))]);
+        assert_eq!(executables_in(messages, Artifacts::All).len(), 3);
+    }
 }
