@@ -149,8 +149,8 @@ impl DeviceSymbols {
 
     /// Runs `use_list` with the device address and length of the GEMM-Q tile list for
     /// `shape`, built by `build` from the S_c segment of `shape.request` the first time this
-    /// shape is launched. Must be called with the symbols' context current (the list is allocated
-    /// there, and a full cache is emptied after waiting for that context's launches).
+    /// shape is launched. Must be called with the symbols' context current (the list is
+    /// allocated there, and a full cache is emptied after waiting for that context's launches).
     ///
     /// The lists stay locked while `use_list` runs, so a launch that reads the list must be
     /// enqueued inside it: then every launch holding a list's address is enqueued before any

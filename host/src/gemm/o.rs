@@ -26,10 +26,9 @@ impl Engine {
     ///
     /// Requirements: `k = heads · D` with `D` a multiple of 64 and `1 ≤ heads ≤ 256`, `n` a
     /// multiple of 8, 16-byte aligned `a`, `w`, `out` and `C`, a 4-byte aligned bias; with
-    /// symbols, `heads` matching them, the `q_len` of request `args.request` at least
-    /// `token_offset + m`, and
-    /// `token_offset` and `block_q` multiples of the CTA rows (so a row tile lies in one
-    /// block): 64 always works, 128 is needed only to force [`GemmRows::Rows128`].
+    /// symbols, `heads` matching them, request `args.request` of at least `token_offset + m`
+    /// query tokens, and `token_offset` and `block_q` multiples of the CTA rows (so a row tile
+    /// lies in one block): 64 always works, 128 is needed only to force [`GemmRows::Rows128`].
     pub fn gemm_o<T: Element>(&self, args: GemmOArgs<'_, T>, m: u32, n: u32, k: u32, stream: &Stream) -> Result<()> {
         self.make_current()?;
         let head_dim = split_heads("k", k, args.heads)?;

@@ -54,9 +54,9 @@ impl Engine {
     ///
     /// Requirements: `n = heads · head_dim` with `head_dim` a multiple of 8, `k` a multiple of
     /// 8, 16-byte aligned `x`, `w` and `out`, a 4-byte aligned bias of `n` elements; with
-    /// symbols, `heads` matching them and the `q_len` of request `args.request` at least
-    /// `token_offset + m`; forced
-    /// clusters (`clustered: Some(true)`) only with the `sm_90a` module and a CUDA 12 driver.
+    /// symbols, `heads` matching them and request `args.request` of at least
+    /// `token_offset + m` query tokens; forced clusters (`clustered: Some(true)`) only with the
+    /// `sm_90a` module and a CUDA 12 driver.
     pub fn gemm_q<T: Element>(&self, args: GemmQArgs<'_, T>, m: u32, n: u32, k: u32, stream: &Stream) -> Result<()> {
         // The tile list below is allocated in the current context: make it this engine's.
         self.make_current()?;
