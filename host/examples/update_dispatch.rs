@@ -75,18 +75,10 @@ fn project_out(
     workspace: &mut GemmWorkspace,
 ) -> flashomni::Result<()> {
     let args = GemmOArgs {
-        a: a.view(),
-        w: w.view(),
         bias_or_cache: Some(addend),
-        out: out.view_mut(),
-        mode,
-        token_offset: 0,
-        heads: HEADS,
         symbols,
-        request: 0,
-        tile_rows: None,
         workspace: Some(workspace),
-        persistent: None,
+        ..GemmOArgs::new(a.view(), w.view(), out.view_mut(), mode, HEADS)
     };
     engine.gemm_o(args, TOKENS, HIDDEN, HIDDEN, engine.stream())
 }
@@ -139,18 +131,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Update step: everything dense; GEMM-O split into the cache and the computed heads.
     let project_q = |q: &mut DeviceArray<bf16>, symbols: Option<&DeviceSymbols>, workspace: &mut GemmWorkspace| {
         let args = GemmQArgs {
-            x: x.view(),
-            w: w_q.view(),
             bias: Some(b_q.view()),
-            out: q.view_mut(),
-            token_offset: 0,
-            heads: HEADS,
             symbols,
-            request: 0,
-            tile_rows: None,
             workspace: Some(workspace),
-            split: None,
-            clustered: None,
+            ..GemmQArgs::new(x.view(), w_q.view(), q.view_mut(), HEADS)
         };
         engine.gemm_q(args, TOKENS, HIDDEN, HIDDEN, engine.stream())
     };

@@ -798,18 +798,10 @@ fn gemm_q_threads_sharing_symbols_match_reference() -> Result<()> {
         for m in (first_m..m_max).step_by(2).take(20) {
             let mut out = GuardedOutput::<bf16>::new(m as usize * n, n)?;
             let args = GemmQArgs {
-                x: operands.a.view(),
-                w: operands.w.view(),
                 bias: operands.bias.as_ref().map(DeviceArray::view),
-                out: out.view_mut(),
                 token_offset: layout.token_offset,
-                heads: layout.heads,
                 symbols: operands.device_symbols.as_ref(),
-                request: 0,
-                tile_rows: None,
-                workspace: None,
-                split: None,
-                clustered: None,
+                ..GemmQArgs::new(operands.a.view(), operands.w.view(), out.view_mut(), layout.heads)
             };
             engine.gemm_q(args, m, layout.width(), k, &stream)?;
             stream.synchronize()?;
@@ -904,20 +896,7 @@ fn q_args<'a, T: Element>(
     token_offset: u32,
     symbols: Option<&'a DeviceSymbols>,
 ) -> GemmQArgs<'a, T> {
-    GemmQArgs {
-        x: input,
-        w: input,
-        bias: None,
-        out,
-        token_offset,
-        heads,
-        symbols,
-        request: 0,
-        tile_rows: None,
-        workspace: None,
-        split: None,
-        clustered: None,
-    }
+    GemmQArgs { token_offset, symbols, ..GemmQArgs::new(input, input, out, heads) }
 }
 
 /// Active-mode GEMM-O arguments over one scratch input.
@@ -928,20 +907,7 @@ fn o_args<'a, T: Element>(
     token_offset: u32,
     symbols: Option<&'a DeviceSymbols>,
 ) -> GemmOArgs<'a, T> {
-    GemmOArgs {
-        a: input,
-        w: input,
-        bias_or_cache: None,
-        out,
-        mode: GemmOMode::Active,
-        token_offset,
-        heads,
-        symbols,
-        request: 0,
-        tile_rows: None,
-        workspace: None,
-        persistent: None,
-    }
+    GemmOArgs { token_offset, symbols, ..GemmOArgs::new(input, input, out, GemmOMode::Active, heads) }
 }
 
 /// Fails unless `result` is an error that `expected` accepts; `what` names the case.

@@ -44,6 +44,29 @@ pub struct GemmQArgs<'a, T> {
     pub clustered: Option<bool>,
 }
 
+impl<'a, T> GemmQArgs<'a, T> {
+    /// The dense projection `out = x·wᵀ` over `heads` heads, with every other field at its
+    /// default: no bias, token offset 0, no symbols (request 0), and the launcher's choices
+    /// without a workspace. Set the rest with struct-update syntax:
+    /// `GemmQArgs { symbols: Some(&symbols), ..GemmQArgs::new(x, w, out, heads) }`.
+    pub fn new(x: DeviceView<'a, T>, w: DeviceView<'a, T>, out: DeviceViewMut<'a, T>, heads: u32) -> Self {
+        GemmQArgs {
+            x,
+            w,
+            bias: None,
+            out,
+            token_offset: 0,
+            heads,
+            symbols: None,
+            request: 0,
+            tile_rows: None,
+            workspace: None,
+            split: None,
+            clustered: None,
+        }
+    }
+}
+
 /// Which heads' reduction slices GEMM-O sums.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmOMode {
@@ -93,4 +116,34 @@ pub struct GemmOArgs<'a, T> {
     /// module and 128-row CTAs, which it implies when `tile_rows` is `None`), `Some(false)`
     /// the per-tile kernels; `None` lets the launcher choose.
     pub persistent: Option<bool>,
+}
+
+impl<'a, T> GemmOArgs<'a, T> {
+    /// The projection of `a` in `mode` over `heads` heads, with every other field at its
+    /// default: no bias or cache, token offset 0, no symbols (request 0: in active mode every
+    /// head is summed, in cache mode none), and the launcher's choices without a workspace.
+    /// Set the rest with struct-update syntax:
+    /// `GemmOArgs { symbols: Some(&symbols), ..GemmOArgs::new(a, w, out, mode, heads) }`.
+    pub fn new(
+        a: DeviceView<'a, T>,
+        w: DeviceView<'a, T>,
+        out: DeviceViewMut<'a, T>,
+        mode: GemmOMode,
+        heads: u32,
+    ) -> Self {
+        GemmOArgs {
+            a,
+            w,
+            bias_or_cache: None,
+            out,
+            mode,
+            token_offset: 0,
+            heads,
+            symbols: None,
+            request: 0,
+            tile_rows: None,
+            workspace: None,
+            persistent: None,
+        }
+    }
 }

@@ -38,19 +38,12 @@
 //! let mut q_all = q.view_mut();
 //! for request in 0..batch {
 //!     let rows = request * per_request..(request + 1) * per_request;
+//!     let (x_rows, q_rows) = (x.view().slice(rows.clone()), q_all.slice_mut(rows));
 //!     let args = GemmQArgs {
-//!         x: x.view().slice(rows.clone()).expect("inside x"),
-//!         w: w.view(),
-//!         bias: None,
-//!         out: q_all.slice_mut(rows).expect("inside q"),
 //!         token_offset: text,
-//!         heads,
 //!         symbols: Some(&symbols),
 //!         request: request as u32,
-//!         tile_rows: None,
-//!         workspace: None,
-//!         split: None,
-//!         clustered: None,
+//!         ..GemmQArgs::new(x_rows.expect("inside x"), w.view(), q_rows.expect("inside q"), heads)
 //!     };
 //!     engine.gemm_q(args, image, hidden, hidden, engine.stream())?;
 //! }

@@ -86,35 +86,23 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Vec<Row>> {
             let measured = symbols.view().stats().caching_ratio();
             let q_ms = median_ms(stream, &options.timing, || {
                 let args = GemmQArgs {
-                    x: x.view(),
-                    w: w.view(),
                     bias: Some(bias.view()),
-                    out: out.view_mut(),
-                    token_offset: 0,
-                    heads: HEADS,
                     symbols: selected,
-                    request: 0,
                     tile_rows: options.gemm_rows,
                     workspace: (!options.no_split_k).then_some(&mut workspace),
-                    split: None,
                     clustered: options.q_clusters,
+                    ..GemmQArgs::new(x.view(), w.view(), out.view_mut(), HEADS)
                 };
                 Ok(engine.gemm_q(args, m, WIDTH, WIDTH, stream)?)
             })?;
             let o_ms = median_ms(stream, &options.timing, || {
                 let args = GemmOArgs {
-                    a: x.view(),
-                    w: w.view(),
                     bias_or_cache: Some(cache.view()),
-                    out: out.view_mut(),
-                    mode: GemmOMode::Active,
-                    token_offset: 0,
-                    heads: HEADS,
                     symbols: selected,
-                    request: 0,
                     tile_rows: options.gemm_rows,
                     workspace: Some(&mut workspace),
                     persistent: options.persistent_o,
+                    ..GemmOArgs::new(x.view(), w.view(), out.view_mut(), GemmOMode::Active, HEADS)
                 };
                 Ok(engine.gemm_o(args, m, WIDTH, WIDTH, stream)?)
             })?;
