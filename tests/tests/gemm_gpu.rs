@@ -360,6 +360,26 @@ fn check_gemm_q_output<T: Element>(got: &[T], want: &GemmQRef, n: usize) -> Resu
     Ok(comparison.finish(tolerance)?)
 }
 
+/// Checks a GEMM-O output of `n` columns (`what` names it in the report): element `i` against
+/// `want(i)` within [`Tolerance::for_gemm`], its absolute part widened by `slack(i)`.
+fn check_gemm_o_output<T: Element>(
+    what: &str,
+    got: &[T],
+    n: usize,
+    want: &dyn Fn(usize) -> f64,
+    slack: &dyn Fn(usize) -> f64,
+) -> Result<()> {
+    let tolerance = Tolerance::for_gemm(T::NAME);
+    let mut comparison = Comparison::default();
+    for (i, value) in got.iter().enumerate() {
+        let element_tolerance = Tolerance { atol: tolerance.atol + slack(i), ..tolerance };
+        comparison.element(f64::from(value.to_f32()), want(i), element_tolerance, || {
+            format!("{what} row {} col {}", i / n, i % n)
+        });
+    }
+    Ok(comparison.finish(tolerance)?)
+}
+
 /// One GEMM-O problem: its shape, head layout and the seed of its inputs.
 #[derive(Debug, Clone)]
 struct OCase {
@@ -507,16 +527,8 @@ impl<T: Element> OProblem<'_, T> {
         engine.synchronize()?;
         let got = out.to_host().with_context(|| context("active"))?;
 
-        let tolerance = Tolerance::for_gemm(T::NAME);
         let compare = |what: &str, got: &[T], want: &dyn Fn(usize) -> f64, slack: &dyn Fn(usize) -> f64| {
-            let mut comparison = Comparison::default();
-            for (i, value) in got.iter().enumerate() {
-                let tolerance = Tolerance { atol: tolerance.atol + slack(i), ..tolerance };
-                comparison.element(f64::from(value.to_f32()), want(i), tolerance, || {
-                    format!("{what} row {} col {}", i / n as usize, i % n as usize)
-                });
-            }
-            comparison.finish(tolerance).with_context(|| context(what))
+            check_gemm_o_output(what, got, n as usize, want, slack).with_context(|| context(what))
         };
         let Some(cache) = cache else {
             compare("active without C", &got, &|i| self.active_sum[i], &|_| 0.0)?;
@@ -868,7 +880,6 @@ fn gemm_batch_calls_read_their_own_requests_bits() -> Result<()> {
     }
     engine.synchronize()?;
     let (q_got, o_got) = (q_out.to_host()?, o_out.to_host()?);
-    let tolerance = Tolerance::for_gemm(bf16::NAME);
     for request in 0..batch {
         let context = || format!("{NAME}: request {request}");
         let sparsity = HeadSparsity { symbols: &view, request, token_offset: 0 };
@@ -878,12 +889,8 @@ fn gemm_batch_calls_read_their_own_requests_bits() -> Result<()> {
 
         let shape = GemmShape { m: rows, n: n_o as usize, k: width as usize, heads };
         let want = gemm_o_active(&a32[rows_of(request, width)], &w_o32, None, shape, Some(&sparsity));
-        let mut comparison = Comparison::default();
-        for (i, value) in o_got[rows_of(request, n_o)].iter().enumerate() {
-            let at = || format!("GEMM-O row {} col {}", i / n_o as usize, i % n_o as usize);
-            comparison.element(f64::from(value.to_f32()), want[i], tolerance, at);
-        }
-        comparison.finish(tolerance).with_context(context)?;
+        check_gemm_o_output("GEMM-O", &o_got[rows_of(request, n_o)], n_o as usize, &|i| want[i], &|_| 0.0)
+            .with_context(context)?;
     }
     Ok(())
 }
