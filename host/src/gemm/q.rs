@@ -64,9 +64,10 @@ impl Engine {
         if !head_dim.is_multiple_of(8) {
             return Err(Error::Unsupported(format!("GEMM-Q head_dim {head_dim} (must be a multiple of 8)")));
         }
-        if let Some(symbols) = args.symbols {
-            check_symbols(self, symbols, args.heads, (args.request, args.token_offset), m)?;
-        }
+        let caching = match args.symbols {
+            Some(symbols) => check_symbols(self, symbols, args.heads, (args.request, args.token_offset), m)?,
+            None => 0,
+        };
         if let Some(workspace) = &args.workspace {
             workspace.check_context(self)?;
         }
@@ -112,26 +113,24 @@ impl Engine {
         with_work_items(symbols, heads, shape, |tiles, count| {
             let count = u32::try_from(count)
                 .map_err(|_| Error::InvalidShape(format!("GEMM-Q with {count} tiles of {rows:?}")))?;
-            self.launch_gemm_q(args, (m, n, k), head_dim, rows, (tiles, count), stream)
+            self.launch_gemm_q(args, (m, n, k), head_dim, rows, (caching, tiles, count), stream)
         })
     }
 
     /// Plans the split and the clusters of a GEMM-Q launch of `rows`-row CTAs over the work
     /// items `(tiles, count)` (a tile list's device address, 0 for none, and its length),
-    /// and launches it. `args` and the shape were checked by `gemm_q`.
+    /// and launches it with `caching`, the device address of the request's S_c segment (0
+    /// without symbols). `args` and the shape were checked by `gemm_q`.
     fn launch_gemm_q<T: Element>(
         &self,
         args: GemmQArgs<'_, T>,
         (m, n, k): (u32, u32, u32),
         head_dim: u32,
         rows: GemmRows,
-        (tiles, count): (u64, u32),
+        (caching, tiles, count): (u64, u64, u32),
         stream: &Stream,
     ) -> Result<()> {
-        let (caching, block_q) = match args.symbols {
-            Some(symbols) => (symbols.caching_segment(args.request)?.0, symbols.block_q),
-            None => (0, 0),
-        };
+        let block_q = args.symbols.map_or(0, |symbols| symbols.block_q);
         let split = match (args.split, &args.workspace) {
             (Some(_), None) => {
                 return Err(Error::InvalidShape("a forced GEMM-Q split needs a workspace".into()));
